@@ -1,0 +1,15 @@
+"""libra-jax: faithful, complete gradient attributions for Vision Transformers in JAX/Flax.
+
+    model, params = libra_jax.load("vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    x = libra_jax.preprocess(model, images_uint8)
+    fn = libra_jax.methods.libra_fullgrad_plus(model)
+    maps = jax.jit(fn)(params, x, y)                          # (B, gh, gw)
+"""
+
+from libra_jax import methods, metrics, ops, rules
+from libra_jax.methods import attribution
+from libra_jax.rules import PRESETS, Rules
+
+__version__ = "0.1.0"
+
+__all__ = ["PRESETS", "Rules", "attribution", "methods", "metrics", "ops", "rules", "__version__"]

@@ -1,0 +1,147 @@
+"""`attribution(model, method, rules, ...)` → a pure, jittable `fn(params, x, y)`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from libra_jax import validate
+from libra_jax.methods import core, maps
+from libra_jax.methods.integrated import MULTI_PASS
+from libra_jax.rules import PRESETS, Rules, get_rules
+
+METHODS = (*maps.SINGLE_PASS, *MULTI_PASS)
+"""Every method name `attribution` accepts."""
+
+LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
+"""Methods that are IxG under their own backward preset (SPEC §3)."""
+
+_TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias")
+
+
+def resolve_method(name: str) -> tuple[str, str]:
+    """A user-facing name ('libra_fullgrad_plus', 'gradcam', 'attnlrp') → (method, preset)."""
+    if name in LRP_PRESETS:
+        return "ixg", name
+    if name.startswith("libra_") and name[len("libra_") :] in METHODS:
+        return name[len("libra_") :], "libra"
+    if name in METHODS:
+        return name, "vanilla"
+    known = sorted({*METHODS, *(f"libra_{m}" for m in METHODS), *LRP_PRESETS})
+    raise ValueError(f"unknown method {name!r}; known methods: {known}")
+
+
+def _method_options(fn: Callable, skip: int) -> set[str]:
+    return set(list(inspect.signature(fn).parameters)[skip:])
+
+
+def attribution(
+    model,
+    method: str | Sequence[str],
+    rules: str | Rules = "libra",
+    target: str | Callable | None = None,
+    return_tokens: bool = False,
+    check_inputs: bool = True,
+    **options,
+) -> Callable:
+    """Build a pure attribution function `fn(params, x, y)`.
+
+    Args:
+      model: a libra-jax model (from `libra_jax.load`).
+      method: a method name (see `METHODS`) or a list of them. All single-pass methods in a
+        list share ONE forward and ONE backward pass; IG / SmoothGrad add their own passes.
+      rules: a preset name (`libra_jax.rules.PRESETS`) or a `Rules`.
+      target: "prob" (softmax probability, S1), "logit" (S0), or a callable
+        `f(logits (K,), y) -> scalar` for one example; default: the preset's.
+      return_tokens: return (B, N) token maps including prefix tokens instead of (B, gh, gw).
+      check_inputs: validate shapes, NaN/inf and class indices (a host callback under jit).
+      **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
+        rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
+    Returns:
+      fn(params, x, y): x (B, H, W, C) normalised NHWC float; y int (B,) class indices, or
+      (B, K) class weights, or (B, T) / (B, T, K) for T targets per image (one forward, the
+      backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw)
+      map (or a dict of them for a list of methods). Works under `jax.jit` and `jax.vmap`.
+    """
+    names = [method] if isinstance(method, str) else list(method)
+    if not names:
+        raise ValueError("no method requested")
+    for name in names:
+        if name not in METHODS:
+            base, preset = resolve_method(name)  # raises for names that mean nothing
+            raise ValueError(
+                f"{name!r} is method {base!r} under the {preset!r} rules: call "
+                f"attribution(model, {base!r}, rules={preset!r}) or libra_jax.methods.{name}(model)"
+            )
+    rules = get_rules(rules)
+    target_fn = core.target_function(rules, target)
+    cfg = model.config
+    no_attention_row = not getattr(cfg, "class_token", False)
+    for name in names:
+        if name in maps.ATTENTION_METHODS and no_attention_row:
+            raise ValueError(f"method {name!r} reads the class-token row of the attention; this model has no class token")
+
+    single = [n for n in names if n in maps.SINGLE_PASS]
+    multi_pass = [n for n in names if n in MULTI_PASS]
+    opts = {n: _method_options(maps.SINGLE_PASS[n], 2) for n in single}
+    opts |= {n: _method_options(MULTI_PASS[n], 6) for n in multi_pass}
+    unused = set(options) - set().union(*opts.values())
+    if unused:
+        raise TypeError(f"options {sorted(unused)} are not accepted by methods {names}")
+    kwargs = {n: {k: v for k, v in options.items() if k in opts[n]} for n in names}
+
+    def read_maps(rec):
+        return {n: maps.SINGLE_PASS[n](rec, model, **kwargs[n]) for n in single}
+
+    def per_example(params, x, y, multi):
+        out = {}
+        if single:
+            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi)
+            if multi:
+                parts = {k: rec[k] for k in _TARGET_DEPENDENT}
+                out |= jax.vmap(lambda p: read_maps({**rec, **p}))(parts)
+            else:
+                out |= read_maps(rec)
+        for n in multi_pass:
+            run = functools.partial(MULTI_PASS[n], model, params, x, rules=rules, target=target_fn, **kwargs[n])
+            out[n] = jax.vmap(run)(y) if multi else run(y)
+        return out
+
+    def fn(params, x, y):
+        x = jnp.asarray(x)
+        y = jnp.asarray(y)
+        if check_inputs:
+            validate.check_images(x, cfg)
+            if not callable(target):
+                validate.check_targets(y, cfg.num_classes, x.shape[0])
+        multi = (not callable(target)) and y.ndim == (2 if jnp.issubdtype(y.dtype, jnp.integer) else 3)
+        out = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
+        if not return_tokens:
+            out = {k: to_grid(v, cfg) for k, v in out.items()}
+        return out[names[0]] if isinstance(method, str) else out
+
+    fn.__name__ = "_".join(names) if len(names) < 4 else "attribution"
+    fn.__doc__ = f"{names} under rules {rules.name!r}: fn(params, x (B,H,W,C), y) -> maps."
+    return fn
+
+
+def to_grid(token_maps: jax.Array, config) -> jax.Array:
+    """(..., N) token maps → (..., gh, gw) patch maps (prefix tokens dropped)."""
+    gh, gw = config.grid_size
+    return token_maps[..., config.num_prefix_tokens :].reshape(*token_maps.shape[:-1], gh, gw)
+
+
+def named(method: str, preset: str) -> Callable:
+    """A convenience constructor `name(model, **kw)` = attribution(model, method, preset, **kw)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}")
+
+    def make(model, **kwargs):
+        return attribution(model, method, rules=preset, **kwargs)
+
+    make.__doc__ = f"`{method}` under the `{preset}` rules: returns fn(params, x, y) (see `attribution`)."
+    return make

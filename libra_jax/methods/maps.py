@@ -1,0 +1,162 @@
+"""Token maps read off one forward/backward record (`core.single_pass`), per example.
+
+Notation (SPEC §3): h_l = input of block l (h₀ = token embeddings), g_l = ∂f/∂h_l,
+IxG_l[t] = Σ_c h_l[t,c]·g_l[t,c], A_l = post-softmax attention (H, N, N), token 0 = first
+prefix token (the cls token when there is one). All maps are signed, shape (N,), prefix
+tokens included.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def ixg_layers(rec: dict) -> list[jax.Array]:
+    """[IxG_0, ..., IxG_{L-1}] (each (N,))."""
+    return [(h * g).sum(-1) for h, g in zip(rec["h"][:-1], rec["g"][:-1])]
+
+
+def bias_groups(rec: dict, model) -> dict:
+    """Per-token bias maps summed by FullGrad group: 'blocks' [L×(N,)], 'pre', 'end', 'head'."""
+    n = rec["h"][0].shape[-2]
+    depth = len(rec["h"]) - 1
+    zeros = jnp.zeros((n,), rec["h"][0].dtype)
+    out = {"blocks": [zeros] * depth, "pre": zeros, "end": zeros, "head": zeros}
+    for path, m in sorted(rec["bias"].items()):
+        group, layer = model.bias_group(path)
+        if group == "head":
+            m = zeros.at[0].set(m.sum())
+        elif group == "broadcast":
+            m = jnp.full((n,), m.sum(), zeros.dtype)
+        elif m.shape[-1] < n:  # modules that skip the prefix tokens (MAP pool k/v)
+            m = jnp.pad(m, (n - m.shape[-1], 0))
+        if group == "block":
+            out["blocks"][layer] = out["blocks"][layer] + m
+        elif group in ("head", "broadcast", "end"):
+            key = "end" if group == "broadcast" else group
+            out[key] = out[key] + m
+        else:
+            out["pre"] = out["pre"] + m
+    return out
+
+
+def fullgrad_layers(rec: dict, model, head_bias: bool = True) -> list[jax.Array]:
+    """[FullGrad_0, ..., FullGrad_{L-1}]: IxG_l + every bias map downstream of h_l."""
+    groups = bias_groups(rec, model)
+    tail = groups["end"] + (groups["head"] if head_bias else 0.0)
+    ixg = ixg_layers(rec)
+    maps, acc = [], tail
+    for layer in reversed(range(len(ixg))):
+        acc = acc + groups["blocks"][layer]
+        maps.append(ixg[layer] + acc + (groups["pre"] if layer == 0 else 0.0))
+    return maps[::-1]
+
+
+def all_biases(rec: dict, model, head_bias: bool = True) -> jax.Array:
+    groups = bias_groups(rec, model)
+    total = sum(groups["blocks"]) + groups["pre"] + groups["end"]
+    return total + groups["head"] if head_bias else total
+
+
+def ixg(rec, model):
+    """Input × gradient at the token embeddings: IxG_0."""
+    return ixg_layers(rec)[0]
+
+
+def fullgrad(rec, model, head_bias: bool = True):
+    """IxG_0 + every bias map. Pooled-head biases go to token 0 (`head_bias=False` drops them)."""
+    return fullgrad_layers(rec, model, head_bias)[0]
+
+
+def fullgrad_head_bias(rec, model):
+    """The pooled-head bias maps alone (a scalar in token 0), to report them separately."""
+    return bias_groups(rec, model)["head"]
+
+
+def fullgrad_plus(rec, model, head_bias: bool = True):
+    """FullGrad+ ("PLUS"): Σ_l IxG_l + every bias map once."""
+    return sum(ixg_layers(rec)) + all_biases(rec, model, head_bias)
+
+
+def fullgrad_plus_skip(rec, model, head_bias: bool = True):
+    """SkipPLUS: Σ_{l≥L/2} IxG_l + the biases downstream of h_{L/2}."""
+    ixg = ixg_layers(rec)
+    mid = len(ixg) // 2
+    return sum(ixg[mid:]) + fullgrad_layers(rec, model, head_bias)[mid] - ixg[mid]
+
+
+def hirescam(rec, model):
+    """HiResCAM: IxG at the input of the last block."""
+    return ixg_layers(rec)[-1]
+
+
+def gradcam(rec, model):
+    """GradCAM on the last block input: channel weights = mean of g over all tokens; signed."""
+    h, g = rec["h"][-2], rec["g"][-2]
+    return h @ g.mean(-2)
+
+
+def xgradcam_plus(rec, model):
+    """XGradCAM+: w_c = Σ_t g·|h| / (Σ_t |h| + 1e-7); map = h·w (signed h)."""
+    h, g = rec["h"][-2], rec["g"][-2]
+    w = (g * jnp.abs(h)).sum(-2) / (jnp.abs(h).sum(-2) + 1e-7)
+    return h @ w
+
+
+def _relu_attn_grad(rec):
+    """[mean_h ReLU(A_l ⊙ ∂f/∂A_l)] per layer, (N, N) each."""
+    return [jax.nn.relu(a * da).mean(-3) for a, da in zip(rec["attn"], rec["attn_grad"])]
+
+
+def gradsam(rec, model):
+    """GradSAM: Σ_l row 0 of mean_h ReLU(A_l ⊙ ∂f/∂A_l)."""
+    return sum(m[0] for m in _relu_attn_grad(rec))
+
+
+def _rollout(mats: list[jax.Array], start_layer: int) -> jax.Array:
+    """Row 0 of M_{L-1}···M_{start}, M_l = ½·mats_l + ½·I."""
+    n = mats[0].shape[-1]
+    eye = jnp.eye(n, dtype=mats[0].dtype)
+    r = eye
+    for m in mats[start_layer:]:
+        r = (0.5 * m + 0.5 * eye) @ r
+    return r[0]
+
+
+def rawatt(rec, model):
+    """Raw attention: mean over heads of the last block's attention, row 0."""
+    return rec["attn"][-1].mean(-3)[0]
+
+
+def rollout(rec, model, start_layer: int = 0):
+    """Attention rollout (Abnar & Zuidema): row 0 of Π_l (½·mean_h A_l + ½·I)."""
+    return _rollout([a.mean(-3) for a in rec["attn"]], start_layer)
+
+
+def genatt(rec, model, start_layer: int = 0):
+    """GenAtt (Chefer ICCV'21): row 0 of Π_l (½·mean_h ReLU(A_l ⊙ ∂f/∂A_l) + ½·I).
+
+    The ½-residual form is Chefer's Π(I + Ā_l) times 2^-L: same ranking, LibraGrad's scale.
+    """
+    return _rollout(_relu_attn_grad(rec), start_layer)
+
+
+SINGLE_PASS = {
+    "ixg": ixg,
+    "fullgrad": fullgrad,
+    "fullgrad_head_bias": fullgrad_head_bias,
+    "fullgrad_plus": fullgrad_plus,
+    "fullgrad_plus_skip": fullgrad_plus_skip,
+    "hirescam": hirescam,
+    "gradcam": gradcam,
+    "xgradcam_plus": xgradcam_plus,
+    "gradsam": gradsam,
+    "rawatt": rawatt,
+    "rollout": rollout,
+    "genatt": genatt,
+}
+"""Methods read off the single forward/backward pass: name → fn(record, model, **options)."""
+
+ATTENTION_METHODS = ("gradsam", "rawatt", "rollout", "genatt")
+"""Methods that read the cls-row of attention matrices (need attention and a token 0)."""

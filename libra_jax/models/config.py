@@ -1,0 +1,125 @@
+"""Static model and preprocessing configurations (frozen, hashable dataclasses)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An int or a 2-sequence as a (height, width) tuple."""
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) != 2:
+        raise ValueError(f"expected an int or a pair, got {v}")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a timm `VisionTransformer` (and its DeiT-distilled variant).
+
+    Field names follow timm's constructor arguments so that timm kwargs map one-to-one.
+    """
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: tuple[int, int] = (16, 16)
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    qk_norm: bool = False
+    proj_bias: bool = True
+    scale_attn_norm: bool = False
+    scale_mlp_norm: bool = False
+    init_values: float | None = None
+    class_token: bool = True
+    reg_tokens: int = 0
+    dist_token: bool = False
+    no_embed_class: bool = False
+    pos_embed: bool = True
+    pre_norm: bool = False
+    final_norm: bool = True
+    fc_norm: bool | None = None
+    global_pool: str = "token"
+    act: str = "gelu"
+    norm_eps: float = 1e-6
+    patch_bias: bool | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "img_size", pair(self.img_size))
+        object.__setattr__(self, "patch_size", pair(self.patch_size))
+        if self.global_pool not in ("token", "avg", "max", "avgmax", "map", ""):
+            raise ValueError(f"unsupported global_pool {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs a class token")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        for i in range(2):
+            if self.img_size[i] % self.patch_size[i]:
+                raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """cls + distillation + register tokens, which come before the patch tokens."""
+        return int(self.class_token) + int(self.dist_token) + self.reg_tokens
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches + self.num_prefix_tokens
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.global_pool in ("avg", "avgmax", "max") if self.fc_norm is None else self.fc_norm
+
+    @property
+    def use_patch_bias(self) -> bool:
+        return not self.pre_norm if self.patch_bias is None else self.patch_bias
+
+    def replace(self, **changes) -> ViTConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Preprocessing expected by a checkpoint (timm `pretrained_cfg`)."""
+
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    input_size: tuple[int, int] = (224, 224)
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    crop_mode: str = "center"
+
+    def __post_init__(self):
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "input_size", pair(self.input_size))
+
+    @classmethod
+    def from_pretrained_cfg(cls, cfg: dict, default_size: tuple[int, int]) -> DataConfig:
+        """Build from a timm `pretrained_cfg` dict (HF `config.json`)."""
+        size = cfg.get("input_size")
+        return cls(
+            mean=tuple(cfg.get("mean", cls.mean)),
+            std=tuple(cfg.get("std", cls.std)),
+            input_size=tuple(size[-2:]) if size else default_size,
+            crop_pct=float(cfg.get("crop_pct", cls.crop_pct)),
+            interpolation=str(cfg.get("interpolation", cls.interpolation)),
+            crop_mode=str(cfg.get("crop_mode", cls.crop_mode)),
+        )

@@ -1,0 +1,146 @@
+"""Flax Linen building blocks whose non-linearities call the LibraGrad primitives.
+
+All modules are rank-polymorphic over leading axes: they run on one example (N, C) — the
+form the attribution functions vmap — or on a batch (B, N, C).
+
+Probes. Every bias-carrying module adds its bias as `b·(1 + s)`, with `s` a zero-valued
+per-position perturbation named like the bias parameter (Flax's 'perturbations' collection):
+∂f/∂s[t] = Σ_c b_c·∂f/∂out[t,c] is exactly FullGrad's bias map for that module, at no extra
+cost and without the token-sum a gradient w.r.t. the bias parameter would take. Attention
+modules add a zero probe on the post-softmax probabilities (∂f/∂A). Probes only exist when the
+'perturbations' collection is passed to `apply`; without it the modules compute plain values.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from libra_jax import ops
+from libra_jax.rules import Rules
+
+PROBES = "perturbations"
+
+default_kernel_init = nn.initializers.truncated_normal(0.02)
+
+
+def _probing(module: nn.Module, name: str) -> bool:
+    return module.is_initializing() or module.has_variable(PROBES, name)
+
+
+def probe(module: nn.Module, name: str, value: jax.Array) -> jax.Array:
+    """`value + probes[name]` when probes are passed (or being created), else `value`."""
+    return module.perturb(name, value, collection=PROBES) if _probing(module, name) else value
+
+
+def zero_probe(module: nn.Module, name: str, shape: tuple[int, ...], dtype) -> jax.Array | None:
+    """The zero-valued probe `name` of the given shape, or None when not probing."""
+    if _probing(module, name):
+        return module.perturb(name, jnp.zeros(shape, dtype), collection=PROBES)
+    return None
+
+
+def probed_bias(module: nn.Module, bias: jax.Array, positions: tuple[int, ...]) -> jax.Array:
+    """bias·(1 + s[..., None]) with s the zero probe 'bias' over `positions`, or bias itself."""
+    s = zero_probe(module, "bias", positions, bias.dtype)
+    return bias if s is None else bias * (1 + s)[..., None]
+
+
+class Linear(nn.Module):
+    """y = x·W + b; W: (in, out) (torch Linear weight transposed)."""
+
+    features: int
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", default_kernel_init, (x.shape[-1], self.features))
+        y = jnp.matmul(x, kernel.astype(x.dtype))
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+            y = y + probed_bias(self, bias, y.shape[:-1])
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with the LibraGrad σ rule (`rules.norm`)."""
+
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,)).astype(x.dtype)
+        bias = probed_bias(self, self.param("bias", nn.initializers.zeros, (c,)).astype(x.dtype), x.shape[:-1])
+        return ops.layer_norm(x, scale, bias, eps=self.eps, rule=rules.norm)
+
+
+class LayerScale(nn.Module):
+    """x·γ (no Libra rule: it is linear)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        gamma = self.param("gamma", nn.initializers.constant(1e-5), (x.shape[-1],))
+        return x * gamma.astype(x.dtype)
+
+
+class Mlp(nn.Module):
+    """fc1 → activation → [norm] → fc2 (timm `Mlp`)."""
+
+    hidden: int
+    act: str = "gelu"
+    bias: bool = True
+    inner_norm: bool = False
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        h = Linear(self.hidden, self.bias, name="fc1")(x)
+        h = ops.activation(h, self.act, rules.activation)
+        if self.inner_norm:
+            h = LayerNorm(self.eps, name="norm")(h, rules)
+        return Linear(x.shape[-1], self.bias, name="fc2")(h)
+
+
+def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
+    """(..., N, H·D) → (..., H, N, D)."""
+    x = x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+    return jnp.swapaxes(x, -2, -3)
+
+
+def merge_heads(x: jax.Array) -> jax.Array:
+    """(..., H, N, D) → (..., N, H·D)."""
+    x = jnp.swapaxes(x, -2, -3)
+    return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
+
+
+class Attention(nn.Module):
+    """timm `Attention`: fused qkv Linear, per-head softmax attention, output projection.
+
+    Returns (out (..., N, C), A (..., H, N, N)). A zero probe named 'attn' sits on A.
+    """
+
+    num_heads: int
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    qk_norm: bool = False
+    inner_norm: bool = False
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> tuple[jax.Array, jax.Array]:
+        c = x.shape[-1]
+        qkv = Linear(3 * c, self.qkv_bias, name="qkv")(x)
+        q, k, v = (split_heads(t, self.num_heads) for t in jnp.split(qkv, 3, axis=-1))
+        if self.qk_norm:
+            q = LayerNorm(self.eps, name="q_norm")(q, rules)
+            k = LayerNorm(self.eps, name="k_norm")(k, rules)
+        n = x.shape[-2]
+        p = zero_probe(self, "attn", (*x.shape[:-2], self.num_heads, n, n), x.dtype)
+        scale = (c // self.num_heads) ** -0.5
+        out, attn = ops.attention(q, k, v, None, p, scale=scale, rule=rules.attention)
+        out = merge_heads(out)
+        if self.inner_norm:
+            out = LayerNorm(self.eps, name="norm")(out, rules)
+        return Linear(c, self.proj_bias, name="proj")(out), attn

@@ -1,0 +1,224 @@
+"""timm-compatible Vision Transformer in Flax Linen, with LibraGrad rules and probes.
+
+Covers the timm `VisionTransformer` feature set of ViT, DeiT-3 (LayerScale, no_embed_class),
+FlexiViT, CLIP-style towers (norm_pre, no patch bias), SigLIP (MAP head / GAP, no class token),
+register tokens (DINOv2-reg) and DeiT-distilled (cls + dist tokens, two heads averaged).
+
+Parameter names mirror timm's module names ('patch_embed', 'blocks_3/attn/qkv', 'norm', ...),
+so the converter is a short table. Forward passes return (logits, aux) where `aux` holds the
+intermediates the attribution methods read (big_vision style): token embeddings h₀, each block's
+output and attention probabilities, and the residual stream after each attention add.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from libra_jax import ops
+from libra_jax.models.config import DataConfig, ViTConfig
+from libra_jax.models.layers import (
+    Attention,
+    LayerNorm,
+    LayerScale,
+    Linear,
+    Mlp,
+    merge_heads,
+    probe,
+    split_heads,
+    zero_probe,
+)
+from libra_jax.rules import PRESETS, Rules
+
+VANILLA = PRESETS["vanilla"]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x)))."""
+
+    config: ViTConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> tuple[jax.Array, dict]:
+        cfg = self.config
+        a, attn = Attention(
+            cfg.num_heads,
+            qkv_bias=cfg.qkv_bias,
+            proj_bias=cfg.proj_bias,
+            qk_norm=cfg.qk_norm,
+            inner_norm=cfg.scale_attn_norm,
+            eps=cfg.norm_eps,
+            name="attn",
+        )(LayerNorm(cfg.norm_eps, name="norm1")(x, rules), rules)
+        if cfg.init_values is not None:
+            a = LayerScale(name="ls1")(a)
+        x = x + a
+        post_attn = x
+        m = Mlp(
+            cfg.mlp_hidden,
+            act=cfg.act,
+            bias=cfg.proj_bias,
+            inner_norm=cfg.scale_mlp_norm,
+            eps=cfg.norm_eps,
+            name="mlp",
+        )(LayerNorm(cfg.norm_eps, name="norm2")(x, rules), rules)
+        if cfg.init_values is not None:
+            m = LayerScale(name="ls2")(m)
+        x = probe(self, "out", x + m)
+        return x, {"attn": attn, "post_attn": post_attn}
+
+
+class AttentionPool(nn.Module):
+    """timm `AttentionPoolLatent` (SigLIP MAP head): one learned latent query attends to the tokens.
+
+    Returns the pooled (..., C) vector and the pool's attention (..., H, 1, N).
+    """
+
+    num_heads: int
+    mlp_hidden: int
+    act: str = "gelu"
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> tuple[jax.Array, jax.Array]:
+        c = x.shape[-1]
+        latent = self.param("latent", nn.initializers.normal(c**-0.5), (1, 1, c)).astype(x.dtype)
+        latent = jnp.broadcast_to(latent[0], (*x.shape[:-2], 1, c))
+        q = split_heads(Linear(c, name="q")(latent), self.num_heads)
+        k, v = (split_heads(t, self.num_heads) for t in jnp.split(Linear(2 * c, name="kv")(x), 2, axis=-1))
+        p = zero_probe(self, "attn", (*x.shape[:-2], self.num_heads, 1, x.shape[-2]), x.dtype)
+        out, attn = ops.attention(q, k, v, None, p, scale=(c // self.num_heads) ** -0.5, rule=rules.attention)
+        out = Linear(c, name="proj")(merge_heads(out))
+        out = out + Mlp(self.mlp_hidden, act=self.act, name="mlp")(LayerNorm(self.eps, name="norm")(out, rules), rules)
+        return out[..., 0, :], attn
+
+
+class VisionTransformer(nn.Module):
+    """timm `VisionTransformer` / `VisionTransformerDistilled`.
+
+    Call forms (all rank-polymorphic over leading batch axes):
+      `apply(v, images, rules)`: images (..., H, W, 3) normalised NHWC → (logits, aux).
+      `apply(v, images, method="embed")` → token embeddings h₀ (..., N, C) (prefix tokens first,
+        position embedding added).
+      `apply(v, tokens, rules, method="forward_tokens")`: from h₀ → (logits, aux).
+
+    aux: 'tokens' h₀; 'blocks': per block {'out': h_{l+1}, 'attn': A_l (H, N, N),
+    'post_attn': residual stream after the attention add}; 'features' (after the final norm);
+    'pooled' (head input).
+    """
+
+    config: ViTConfig
+    data_config: DataConfig = DataConfig()
+
+    def setup(self):
+        cfg = self.config
+        ph, pw = cfg.patch_size
+        self.patch_embed = nn.Conv(
+            cfg.embed_dim,
+            (ph, pw),
+            strides=(ph, pw),
+            padding="VALID",
+            use_bias=cfg.use_patch_bias,
+            kernel_init=nn.initializers.lecun_normal(),
+            name="patch_embed",
+        )
+        c = cfg.embed_dim
+        init = nn.initializers.normal(1e-6)
+        self.cls_token = self.param("cls_token", init, (1, 1, c)) if cfg.class_token else None
+        self.dist_token = self.param("dist_token", init, (1, 1, c)) if cfg.dist_token else None
+        self.reg_token = self.param("reg_token", init, (1, cfg.reg_tokens, c)) if cfg.reg_tokens else None
+        if cfg.pos_embed:
+            embed_len = cfg.num_patches if cfg.no_embed_class else cfg.num_tokens
+            self.pos_embed = self.param("pos_embed", nn.initializers.normal(0.02), (1, embed_len, c))
+        else:
+            self.pos_embed = None
+        self.norm_pre = LayerNorm(cfg.norm_eps, name="norm_pre") if cfg.pre_norm else None
+        self.blocks = [Block(cfg, name=f"blocks_{i}") for i in range(cfg.depth)]
+        self.norm = LayerNorm(cfg.norm_eps, name="norm") if cfg.final_norm and not cfg.use_fc_norm else None
+        if cfg.global_pool == "map":
+            self.attn_pool = AttentionPool(cfg.num_heads, cfg.mlp_hidden, cfg.act, cfg.norm_eps, name="attn_pool")
+        else:
+            self.attn_pool = None
+        self.fc_norm = LayerNorm(cfg.norm_eps, name="fc_norm") if cfg.final_norm and cfg.use_fc_norm else None
+        if cfg.num_classes > 0:
+            self.head = Linear(cfg.num_classes, name="head")
+            self.head_dist = Linear(cfg.num_classes, name="head_dist") if cfg.dist_token else None
+        else:
+            self.head = self.head_dist = None
+
+    @staticmethod
+    def bias_group(path: str) -> tuple[str, int | None]:
+        """Where FullGrad puts the bias map of the bias probe at `path` (the module path).
+
+        Returns ('block', l) for biases inside block l; ('pre', None) for norm_pre (counted at
+        layer 0 only); ('end', None) for per-token modules after the blocks (final norm, MAP
+        key/value); ('broadcast', None) for the MAP query (one latent row, added to every
+        token); ('head', None) for pooled modules (head, fc_norm, MAP proj/norm/mlp), added to
+        token 0 as the official implementation does.
+        """
+        top = path.split("/")[0]
+        if top.startswith("blocks_"):
+            return "block", int(top.split("_")[1])
+        if top == "norm_pre":
+            return "pre", None
+        if path in ("norm", "attn_pool/kv"):
+            return "end", None
+        if path == "attn_pool/q":
+            return "broadcast", None
+        return "head", None
+
+    def embed(self, images: jax.Array) -> jax.Array:
+        """Patch embedding + prefix tokens + position embedding: (..., H, W, C_in) → h₀ (..., N, C)."""
+        cfg = self.config
+        x = self.patch_embed(images)
+        lead = x.shape[:-3]
+        x = x.reshape(*lead, -1, x.shape[-1])
+        prefix = [t for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        prefix = [jnp.broadcast_to(t[0], (*lead, *t.shape[1:])).astype(x.dtype) for t in prefix]
+        pos = None if self.pos_embed is None else self.pos_embed[0].astype(x.dtype)
+        if cfg.no_embed_class:
+            x = x if pos is None else x + pos
+            x = jnp.concatenate([*prefix, x], axis=-2)
+        else:
+            x = jnp.concatenate([*prefix, x], axis=-2)
+            x = x if pos is None else x + pos
+        return x
+
+    def forward_tokens(self, tokens: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
+        """Run the network from h₀ (..., N, C); returns (logits (..., K), aux)."""
+        cfg = self.config
+        tokens = probe(self, "tokens", tokens)
+        x = tokens if self.norm_pre is None else self.norm_pre(tokens, rules)
+        blocks = []
+        for block in self.blocks:
+            x, block_aux = block(x, rules)
+            blocks.append({"out": x, **block_aux})
+        if self.norm is not None:
+            x = self.norm(x, rules)
+        aux = {"tokens": tokens, "blocks": blocks, "features": x}
+        npt = cfg.num_prefix_tokens
+        if self.attn_pool is not None:
+            pooled, aux["pool_attn"] = self.attn_pool(x[..., npt:, :], rules)
+        elif cfg.global_pool == "token" or cfg.dist_token:
+            pooled = x[..., 0, :]
+        elif cfg.global_pool == "avg":
+            pooled = x[..., npt:, :].mean(-2)
+        elif cfg.global_pool == "max":
+            pooled = x[..., npt:, :].max(-2)
+        elif cfg.global_pool == "avgmax":
+            pooled = 0.5 * (x[..., npt:, :].max(-2) + x[..., npt:, :].mean(-2))
+        else:
+            pooled = x
+        if self.fc_norm is not None:
+            pooled = self.fc_norm(pooled, rules)
+        aux["pooled"] = pooled
+        if self.head is None:
+            return pooled, aux
+        logits = self.head(pooled)
+        if self.head_dist is not None:
+            logits = 0.5 * (logits + self.head_dist(x[..., 1, :]))
+        return logits, aux
+
+    def __call__(self, images: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
+        return self.forward_tokens(self.embed(images), rules)
