@@ -1,0 +1,254 @@
+"""The `libra-jax` command line.
+
+    libra-jax explain --model vit_base_patch16_224.augreg2_in21k_ft_in1k --image cat.png \\
+        --method libra_fullgrad_plus --method gradcam --out heat.png
+
+Every subcommand is one function `run(args) -> exit code` plus one function declaring its arguments,
+registered in `COMMANDS`. Mistakes in the user's input raise `UserError`: `main` prints them as one
+line on stderr and returns 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from libra_jax import viz
+from libra_jax.loading import load
+from libra_jax.methods import attribution, resolve_method
+from libra_jax.preprocess import preprocess
+from libra_jax.rules import PRESETS
+
+
+class UserError(Exception):
+    """A problem with the command line or the files it names (exit code 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, the function adding its arguments, and the function running it."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def model_kw(text: str) -> tuple[str, object]:
+    """'key=value' → (key, value); the value is a Python literal (3, 1e-5, (32, 32), False) or else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+# ---------------------------------------------------------------- explain
+
+
+def add_explain_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="timm model name (weights from the HF hub cache) or a local path")
+    p.add_argument("--checkpoint", help="local weights file (timm state dict / converted params) for --model")
+    p.add_argument(
+        "--model-kw",
+        type=model_kw,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model constructor argument(s), e.g. img_size=384 norm_eps=1e-5",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        action="extend",
+        nargs="+",
+        metavar="FILE",
+        help="image file(s); several images form one batch, one row each in the output",
+    )
+    p.add_argument(
+        "--method",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="attribution method(s), e.g. libra_fullgrad_plus gradcam (default: libra_fullgrad_plus)",
+    )
+    p.add_argument(
+        "--rules",
+        choices=sorted(PRESETS),
+        help="run every method under this rule preset (default: the preset the method name implies)",
+    )
+    p.add_argument("--target", type=int, help="class index to explain (default: each image's top-1 class)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the map colours (default 0.5)")
+    p.add_argument("--out", default="heat.png", help="output PNG: input image and one overlay per method, per row")
+
+
+def resolve_methods(names: Sequence[str], rules: str | None) -> dict[str, tuple[str, str]]:
+    """User-facing method names → {name: (method, preset)}, duplicates dropped.
+
+    `rules` overrides the preset of plain names ('gradcam'); a name that implies another preset
+    ('libra_gradcam', 'attnlrp') conflicts with it.
+    """
+    out = {}
+    for name in dict.fromkeys(names):
+        try:
+            method, preset = resolve_method(name)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        if rules is not None:
+            if preset not in ("vanilla", rules):
+                raise UserError(f"method {name!r} implies the {preset!r} rules, which conflicts with --rules {rules}")
+            preset = rules
+        out[name] = (method, preset)
+    return out
+
+
+def read_image(path: str) -> np.ndarray:
+    """An image file → uint8 RGB (H, W, 3)."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"image file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise UserError(f"cannot decode image file {path}: not a known image format") from None
+    except OSError as e:
+        raise UserError(f"cannot read image file {path}: {e}") from None
+
+
+def label_names(model) -> Sequence[str] | None:
+    """Class names of the checkpoint when its config had them, else None."""
+    return getattr(model.data_config, "label_names", None) or None
+
+
+def explainer(model, methods: dict[str, tuple[str, str]]) -> Callable:
+    """One jitted `fn(params, x, y) -> {name: (B, gh, gw)}` for all methods.
+
+    Methods under the same preset share one forward/backward pass; each further preset adds its own.
+    """
+    by_preset: dict[str, dict[str, str]] = {}
+    for name, (method, preset) in methods.items():
+        by_preset.setdefault(preset, {})[name] = method
+    try:
+        fns = {
+            preset: attribution(model, list(dict.fromkeys(names.values())), rules=preset)
+            for preset, names in by_preset.items()
+        }
+    except ValueError as e:  # e.g. an attention method on a model without a class token
+        raise UserError(str(e)) from None
+
+    def run(params, x, y):
+        out = {}
+        for preset, names in by_preset.items():
+            maps = fns[preset](params, x, y)
+            out |= {name: maps[method] for name, method in names.items()}
+        return out
+
+    return jax.jit(run)
+
+
+def display_images(model, x: np.ndarray) -> np.ndarray:
+    """Undo the mean/std normalisation: (B, H, W, 3) float → uint8, the crop the model saw."""
+    cfg = model.data_config
+    pixels = (x * np.asarray(cfg.std) + np.asarray(cfg.mean)) * 255.0
+    return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
+
+
+def print_top5(path: str, probs: np.ndarray, names: Sequence[str] | None) -> None:
+    """Print the five most probable classes of one image: probs (K,)."""
+    print(f"{path}:")
+    for rank, k in enumerate(np.argsort(-probs)[:5], start=1):
+        name = f"  {names[k]}" if names is not None and k < len(names) else ""
+        print(f"  {rank}. class {k:<5d} p={probs[k]:.4f}{name}")
+
+
+def explain(args: argparse.Namespace) -> int:
+    """Top-5 classes and heat-map overlays for one or more images."""
+    methods = resolve_methods(args.method or ["libra_fullgrad_plus"], args.rules)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha must lie in [0, 1]; got {args.alpha}")
+    images = [read_image(path) for path in args.image]
+    try:
+        model, params = load(args.model, args.checkpoint, **dict(args.model_kw))
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot load model {args.model!r}: {e}") from None
+    num_classes = model.config.num_classes
+    if num_classes <= 0:
+        raise UserError(f"model {args.model!r} has no classifier head; there is no class to explain")
+    if args.target is not None and not 0 <= args.target < num_classes:
+        raise UserError(
+            f"--target {args.target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+        )
+
+    # one image at a time: originals may differ in size until preprocessing resizes and crops them
+    parts = [np.asarray(preprocess(model, image), np.float32) for image in images]
+    x = np.concatenate([part[None] if part.ndim == 3 else part for part in parts])
+    logits = jax.jit(lambda p, v: model.apply({"params": p}, v)[0])(params, x)
+    probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
+    names = label_names(model)
+    for path, p in zip(args.image, probs, strict=True):
+        print_top5(path, p, names)
+
+    y = np.full(len(images), args.target) if args.target is not None else probs.argmax(-1)
+    print(f"explaining class {', '.join(map(str, y))} with {', '.join(methods)}")
+    maps = explainer(model, methods)(params, x, y.astype(np.int32))
+    viz.save_png(args.out, overlay_grid(model, x, y, maps, methods, args))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def overlay_grid(
+    model, x: np.ndarray, y: np.ndarray, maps: dict, methods: dict, args: argparse.Namespace
+) -> np.ndarray:
+    """One row per image: the input crop, then one overlay per method, all captioned. Returns uint8 (H, W, 3)."""
+    pixels = display_images(model, x)
+    titles = [name + (f" ({preset})" if args.rules else "") for name, (_, preset) in methods.items()]
+    rows, labels = [], []
+    for i, path in enumerate(args.image):
+        overlays = [viz.overlay(pixels[i], np.asarray(maps[name][i], np.float32), alpha=args.alpha) for name in methods]
+        rows.append([pixels[i], *overlays])
+        labels.append([f"{os.path.basename(path)}: class {y[i]}", *titles])
+    return viz.grid(rows, labels)
+
+
+# ---------------------------------------------------------------- entry point
+
+COMMANDS: dict[str, Command] = {
+    "explain": Command("explain images with attribution maps (top-5 + heat-map PNG)", add_explain_arguments, explain),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="libra-jax", description="LibraGrad attributions for Vision Transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 user error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse exits for --help (0) and usage errors (2, message already printed)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.run(args)
+    except UserError as e:
+        print(f"libra-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
