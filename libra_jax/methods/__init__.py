@@ -29,6 +29,10 @@ libra_gradsam = named("gradsam", "libra")
 genatt = named("genatt", "vanilla")
 libra_genatt = named("genatt", "libra")
 rollout = named("rollout", "vanilla")
+attcat = named("attcat", "vanilla")
+libra_attcat = named("attcat", "libra")
+tokentm = named("tokentm", "vanilla")
+libra_tokentm = named("tokentm", "libra")
 rawatt = named("rawatt", "vanilla")
 ig = named("ig", "vanilla")
 libra_ig = named("ig", "libra")
@@ -64,6 +68,10 @@ __all__ = [
     "genatt",
     "libra_genatt",
     "rollout",
+    "attcat",
+    "libra_attcat",
+    "tokentm",
+    "libra_tokentm",
     "rawatt",
     "ig",
     "libra_ig",

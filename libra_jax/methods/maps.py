@@ -142,6 +142,66 @@ def genatt(rec, model, start_layer: int = 0):
     return _rollout(_relu_attn_grad(rec), start_layer)
 
 
+def attcat(rec, model, pairing: str = "producer"):
+    """AttCAT: Σ_l ā_l ⊙ IxG, ā_l[t] = attention token t receives (mean over heads and query rows).
+
+    pairing="producer" (LibraGrad's code, default): Σ_{l=0}^{L-2} ā_l ⊙ IxG_{l+1}, i.e. each
+    block's attention scales the IxG at that block's *output*; the last block has no term.
+    pairing="consumer" (official AttCAT code): Σ_{l=0}^{L-1} ā_l ⊙ IxG_l, the attention of the
+    block that *reads* h_l, embeddings included.
+    """
+    received = [a.mean(axis=(-3, -2)) for a in rec["attn"]]
+    ixg = ixg_layers(rec) + [(rec["h"][-1] * rec["g"][-1]).sum(-1)]
+    if pairing == "producer":
+        return sum(a * c for a, c in zip(received[:-1], ixg[1:-1]))
+    if pairing == "consumer":
+        return sum(a * c for a, c in zip(received, ixg[:-1]))
+    raise ValueError(f"attcat pairing must be 'producer' or 'consumer'; got {pairing!r}")
+
+
+def _transformation_weight(a: jax.Array, b: jax.Array) -> jax.Array:
+    """TokenTM W(a, b) diagonal (N,): ‖b_t‖/(‖a_t‖+1e-8) · softmax_t cos(a_t, b_t).
+
+    cos as torch.cosine_similarity: a·b / sqrt(max(‖a‖²‖b‖², 1e-16)).
+    """
+    na2, nb2 = (a * a).sum(-1), (b * b).sum(-1)
+    cos = (a * b).sum(-1) / jnp.sqrt(jnp.maximum(na2 * nb2, 1e-16))
+    return jnp.sqrt(nb2) / (jnp.sqrt(na2) + 1e-8) * jax.nn.softmax(cos)
+
+
+def tokentm(rec, model, head_reduce: str = "mean_then_product", measure_on: str = "residual_stream"):
+    """TokenTM (Wu et al. CVPR'24) as LibraGrad's implementation defines it; row 0 of C_L.
+
+    C₀ = diag‖h₀[t]‖; per block: U_attn = I + (Ā·W(h_l, x̃_l)) ⊙ mean_h ReLU(∂f/∂A_l),
+    U_mlp = I + W(x̃_l, h_{l+1}), C ← U_mlp·U_attn·C (x̃_l: residual after the attention add).
+    Options for the points where the paper may differ (unverified against the paper):
+    head_reduce="product_then_mean" uses mean_h(A_h ⊙ ReLU(∂f/∂A_h))·W instead;
+    measure_on="sublayer_output" measures W on the sub-layer outputs without the skip
+    (x̃_l − h_l and h_{l+1} − x̃_l) instead of the residual stream.
+    """
+    if head_reduce not in ("mean_then_product", "product_then_mean"):
+        raise ValueError(f"tokentm head_reduce must be 'mean_then_product' or 'product_then_mean'; got {head_reduce!r}")
+    if measure_on not in ("residual_stream", "sublayer_output"):
+        raise ValueError(f"tokentm measure_on must be 'residual_stream' or 'sublayer_output'; got {measure_on!r}")
+    h0 = rec["h"][0]
+    eye = jnp.eye(h0.shape[-2], dtype=h0.dtype)
+    c = jnp.diag(jnp.linalg.norm(h0, axis=-1))
+    for layer, (a, da, post) in enumerate(zip(rec["attn"], rec["attn_grad"], rec["post_attn"])):
+        pre, out = rec["h"][layer], rec["h"][layer + 1]
+        if measure_on == "residual_stream":
+            w_attn, w_mlp = _transformation_weight(pre, post), _transformation_weight(post, out)
+        else:
+            w_attn, w_mlp = _transformation_weight(pre, post - pre), _transformation_weight(post, out - post)
+        relu_grad = jax.nn.relu(da)
+        if head_reduce == "mean_then_product":
+            mix = (a.mean(-3) * w_attn) * relu_grad.mean(-3)
+        else:
+            mix = (a * relu_grad).mean(-3) * w_attn
+        c = (eye + mix) @ c
+        c = c + w_mlp[:, None] * c  # (I + diag w_mlp)·c
+    return c[0]
+
+
 SINGLE_PASS = {
     "ixg": ixg,
     "fullgrad": fullgrad,
@@ -155,8 +215,10 @@ SINGLE_PASS = {
     "rawatt": rawatt,
     "rollout": rollout,
     "genatt": genatt,
+    "attcat": attcat,
+    "tokentm": tokentm,
 }
 """Methods read off the single forward/backward pass: name → fn(record, model, **options)."""
 
-ATTENTION_METHODS = ("gradsam", "rawatt", "rollout", "genatt")
+ATTENTION_METHODS = ("gradsam", "rawatt", "rollout", "genatt", "tokentm")
 """Methods that read the cls-row of attention matrices (need attention and a token 0)."""
