@@ -20,6 +20,8 @@ MODELS = {
     "siglip_map": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, class_token=False, global_pool="map", act="gelu_tanh"),
     "clip_style": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, pre_norm=True, norm_eps=1e-5, act="quick_gelu"),
     "deit3_ls": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, no_embed_class=True, init_values=1e-5),
+    "swiglu_packed": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, mlp_layer="glu", act="silu", mlp_ratio=2 * 2.66667),
+    "swiglu_split_inner_norm": dict(img_size=64, patch_size=16, embed_dim=96, depth=2, num_heads=3, mlp_layer="swiglu", act="silu", scale_mlp_norm=True),
     "reg_distilled_gap": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, reg_tokens=4, global_pool="avg", no_embed_class=True),
 }
 
@@ -75,3 +77,17 @@ def test_completeness_error_metric_uses_top1_by_default():
     np.testing.assert_allclose(out["target"], logits.max(-1), rtol=1e-6)
     direct = libra_jax.attribution(model, "fullgrad", rules="libra_logit", return_tokens=True)(params, x, logits.argmax(-1))
     np.testing.assert_allclose(out["residual"], direct.sum(-1) - logits.max(-1), atol=1e-6)
+
+
+def test_gate_rule_is_needed_for_gated_mlps():
+    model, params = tiny_model(key=8, mlp_layer="glu", act="silu", mlp_ratio=4.0)
+    # timm-style init makes the gated branch tiny; enlarge it so the product is far from linear
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, v: v * 10 if "mlp" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path) else v, params
+    )
+    x = images(model, 2)
+    complete = completeness_error(model, params, x, rules="libra_logit")
+    broken = completeness_error(model, params, x, rules=get_rules("wo_gate", target="logit"))
+    float_precision = 1e-5 * float(np.abs(np.asarray(complete["target"])).mean()) + 1e-5
+    assert float(complete["error"]) <= float_precision
+    assert float(broken["error"]) > 20 * float_precision

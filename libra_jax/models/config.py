@@ -19,7 +19,9 @@ def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 class ViTConfig:
     """Architecture of a timm `VisionTransformer` (and its DeiT-distilled variant).
 
-    Field names follow timm's constructor arguments so that timm kwargs map one-to-one.
+    Field names follow timm's constructor arguments so that timm kwargs map one-to-one;
+    `mlp_layer` names timm's MLP class: "mlp" (`Mlp`), "glu" (`GluMlp`/`SwiGLUPacked`, gate
+    first) or "swiglu" (`SwiGLU`, split fc1_g/fc1_x).
     """
 
     img_size: tuple[int, int] = (224, 224)
@@ -46,6 +48,7 @@ class ViTConfig:
     fc_norm: bool | None = None
     global_pool: str = "token"
     act: str = "gelu"
+    mlp_layer: str = "mlp"
     norm_eps: float = 1e-6
     patch_bias: bool | None = None
 
@@ -54,6 +57,8 @@ class ViTConfig:
         object.__setattr__(self, "patch_size", pair(self.patch_size))
         if self.global_pool not in ("token", "avg", "max", "avgmax", "map", ""):
             raise ValueError(f"unsupported global_pool {self.global_pool!r}")
+        if self.mlp_layer not in ("mlp", "glu", "swiglu"):
+            raise ValueError(f"unsupported mlp_layer {self.mlp_layer!r}; expected 'mlp', 'glu' (packed) or 'swiglu'")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs a class token")
         if self.embed_dim % self.num_heads:
@@ -81,6 +86,7 @@ class ViTConfig:
 
     @property
     def mlp_hidden(self) -> int:
+        """fc1 width (timm: int(dim·mlp_ratio); for packed GLU both halves together)."""
         return int(self.embed_dim * self.mlp_ratio)
 
     @property

@@ -103,6 +103,36 @@ class Mlp(nn.Module):
         return Linear(x.shape[-1], self.bias, name="fc2")(h)
 
 
+class GluMlp(nn.Module):
+    """Gated MLP: fc1 → split → act(gate)·value (LibraGrad ½ gate rule) → [norm] → fc2.
+
+    packed=True is timm `GluMlp` / `SwiGLUPacked`: one fc1 of width `hidden` whose halves are
+    (gate, value), or (value, gate) with gate_last; fc2 takes hidden/2. packed=False is timm
+    `SwiGLU`: separate fc1_g / fc1_x of width `hidden`.
+    """
+
+    hidden: int
+    act: str = "silu"
+    bias: bool = True
+    packed: bool = True
+    gate_last: bool = False
+    inner_norm: bool = False
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        if self.packed:
+            first, second = jnp.split(Linear(self.hidden, self.bias, name="fc1")(x), 2, axis=-1)
+            gate, value = (second, first) if self.gate_last else (first, second)
+        else:
+            gate = Linear(self.hidden, self.bias, name="fc1_g")(x)
+            value = Linear(self.hidden, self.bias, name="fc1_x")(x)
+        h = ops.gate_product(ops.activation(gate, self.act, rules.activation), value, rules.gate)
+        if self.inner_norm:
+            h = LayerNorm(self.eps, name="norm")(h, rules)
+        return Linear(x.shape[-1], self.bias, name="fc2")(h)
+
+
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:
     """(..., N, H·D) → (..., H, N, D)."""
     x = x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)

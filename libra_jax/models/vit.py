@@ -2,7 +2,8 @@
 
 Covers the timm `VisionTransformer` feature set of ViT, DeiT-3 (LayerScale, no_embed_class),
 FlexiViT, CLIP-style towers (norm_pre, no patch bias), SigLIP (MAP head / GAP, no class token),
-register tokens (DINOv2-reg) and DeiT-distilled (cls + dist tokens, two heads averaged).
+register tokens (DINOv2-reg), gated MLPs (timm `SwiGLUPacked` / `SwiGLU`, e.g. DINOv2-giant) and
+DeiT-distilled (cls + dist tokens, two heads averaged).
 
 Parameter names mirror timm's module names ('patch_embed', 'blocks_3/attn/qkv', 'norm', ...),
 so the converter is a short table. Forward passes return (logits, aux) where `aux` holds the
@@ -20,6 +21,7 @@ from libra_jax import ops
 from libra_jax.models.config import DataConfig, ViTConfig
 from libra_jax.models.layers import (
     Attention,
+    GluMlp,
     LayerNorm,
     LayerScale,
     Linear,
@@ -55,14 +57,12 @@ class Block(nn.Module):
             a = LayerScale(name="ls1")(a)
         x = x + a
         post_attn = x
-        m = Mlp(
-            cfg.mlp_hidden,
-            act=cfg.act,
-            bias=cfg.proj_bias,
-            inner_norm=cfg.scale_mlp_norm,
-            eps=cfg.norm_eps,
-            name="mlp",
-        )(LayerNorm(cfg.norm_eps, name="norm2")(x, rules), rules)
+        common = dict(act=cfg.act, bias=cfg.proj_bias, inner_norm=cfg.scale_mlp_norm, eps=cfg.norm_eps, name="mlp")
+        if cfg.mlp_layer == "mlp":
+            mlp = Mlp(cfg.mlp_hidden, **common)
+        else:
+            mlp = GluMlp(cfg.mlp_hidden, packed=cfg.mlp_layer == "glu", **common)
+        m = mlp(LayerNorm(cfg.norm_eps, name="norm2")(x, rules), rules)
         if cfg.init_values is not None:
             m = LayerScale(name="ls2")(m)
         x = probe(self, "out", x + m)
