@@ -181,7 +181,8 @@ def check_shapes(model_cls, kwargs: dict, config: ViTConfig) -> None:
     cfg = config.replace(depth=2)
     model = VisionTransformer(cfg)
     image = jax.ShapeDtypeStruct((*cfg.img_size, cfg.in_chans), np.float32)
-    want = {k: tuple(v.shape) for k, v in flatten(jax.eval_shape(model.init, jax.random.key(0), image)["params"]).items()}
+    params = jax.eval_shape(model.init, jax.random.key(0), image)["params"]
+    want = {k: tuple(v.shape) for k, v in flatten(params).items()}
     got = {}
     for key, t in small.state_dict().items():
         path, fn = timm_key_to_flax(key, t.ndim)
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"skipped {arch}: {why}", file=sys.stderr)
     # One architecture per line: small, and diffs stay readable when timm changes.
     lines = [f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in models.items()]
-    text = '{\n "timm_version": %s,\n "models": {\n%s\n }\n}\n' % (json.dumps(timm.__version__), ",\n".join(lines))
+    head = ["{", f' "timm_version": {json.dumps(timm.__version__)},', ' "models": {']
+    text = "\n".join([*head, ",\n".join(lines), " }", "}", ""])
     args.output.write_text(text)
     print(f"wrote {len(models)} architectures ({len(skipped)} skipped) to {args.output}")
 

@@ -7,9 +7,24 @@
 """
 
 from libra_jax import methods, metrics, ops, rules
+from libra_jax.loading import load
 from libra_jax.methods import attribution
+from libra_jax.preprocess import preprocess
 from libra_jax.rules import PRESETS, Rules
+from libra_jax.serialization import save_checkpoint
 
 __version__ = "0.1.0"
 
-__all__ = ["PRESETS", "Rules", "attribution", "methods", "metrics", "ops", "rules", "__version__"]
+__all__ = [
+    "PRESETS",
+    "Rules",
+    "attribution",
+    "load",
+    "methods",
+    "metrics",
+    "ops",
+    "preprocess",
+    "rules",
+    "save_checkpoint",
+    "__version__",
+]

@@ -122,11 +122,3 @@ def resize(x, size: int | tuple[int, int], method: str = "bicubic", antialias: b
         mm = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
         return mm(mm(jnp.asarray(mh, x.dtype), x), jnp.asarray(mw.T, x.dtype))
     return mh.astype(x.dtype) @ x @ mw.T.astype(x.dtype)
-
-
-def resize_matrix_2d(in_size: tuple[int, int], out_size: tuple[int, int], method: str, antialias: bool) -> np.ndarray:
-    """The (h·w, H·W) float64 matrix of a 2-D resize on row-major flattened images."""
-    mh = interpolation_matrix(in_size[0], out_size[0], method, antialias)
-    mw = interpolation_matrix(in_size[1], out_size[1], method, antialias)
-    return np.kron(mh, mw)
-

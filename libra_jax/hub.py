@@ -1,0 +1,136 @@
+"""Hugging Face Hub access for timm checkpoints, with errors that say what to do.
+
+Files come from `huggingface_hub.hf_hub_download`, so HF_HUB_OFFLINE, HF_HUB_CACHE, HF_TOKEN and
+the local cache behave as everywhere else in the HF ecosystem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+HUB_PREFIXES = ("hf-hub:", "hf_hub:")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class HubError(OSError):
+    """A file could not be obtained from the Hub (missing repo / revision / file, offline, no cache)."""
+
+
+class _NotCached(HubError):
+    pass
+
+
+class _NoSuchFile(HubError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HubRef:
+    """An HF repo (and optional revision) named by 'hf-hub:org/repo[@rev]' or 'timm/<name>[@rev]'."""
+
+    repo_id: str
+    revision: str | None = None
+
+
+def parse_hub_name(name: str) -> HubRef | None:
+    """HubRef for 'hf-hub:org/repo[@rev]' / 'timm/<name>[@rev]'; None for a plain timm model name."""
+    for prefix in HUB_PREFIXES:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    else:
+        if not name.startswith("timm/"):
+            return None
+    repo, _, revision = name.partition("@")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ValueError(f"expected an HF repo id 'org/name' in {name!r}")
+    return HubRef(repo, revision or None)
+
+
+def _where(ref: HubRef) -> str:
+    return f"HF repo {ref.repo_id}" + (f" @ {ref.revision}" if ref.revision else "")
+
+
+def _not_cached_message(ref: HubRef, what: str, cache_dir: str | os.PathLike | None) -> str:
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
+    return (
+        f"{what} of {_where(ref)} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {why}."
+        f" Download it once with network access (`hf download {ref.repo_id}`), point cache_dir= or"
+        " HF_HUB_CACHE at a cache that holds it, or pass checkpoint=<local file>."
+    )
+
+
+def fetch(ref: HubRef, filename: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Local path of `filename` in the repo (downloaded or from the cache); HubError otherwise."""
+    try:
+        from huggingface_hub import errors, hf_hub_download
+    except ImportError as e:
+        raise ImportError("loading from the Hub needs huggingface_hub (pip install huggingface_hub)") from e
+    where = _where(ref)
+    try:
+        return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision, cache_dir=cache_dir))
+    except errors.GatedRepoError as e:
+        raise HubError(f"{where} is gated: accept its terms on huggingface.co and log in (`hf auth login`)") from e
+    except errors.RepositoryNotFoundError as e:
+        raise HubError(
+            f"{where} does not exist (or is private): check the model name;"
+            " libra_jax.registry.list_pretrained() lists the known timm tags"
+        ) from e
+    except errors.RevisionNotFoundError as e:
+        raise HubError(f"{where}: revision {ref.revision!r} not found") from e
+    except errors.LocalEntryNotFoundError as e:
+        raise _NotCached(_not_cached_message(ref, filename, cache_dir)) from e
+    except errors.EntryNotFoundError as e:
+        raise _NoSuchFile(f"{where} has no file {filename}") from e
+    except (errors.HfHubHTTPError, OSError) as e:
+        raise HubError(f"downloading {filename} from {where} failed: {e}") from e
+
+
+def fetch_config(ref: HubRef, cache_dir: str | os.PathLike | None = None, *, required: bool = True) -> dict | None:
+    """The repo's timm `config.json` as a dict; None when absent / not cached and not `required`."""
+    try:
+        path = fetch(ref, "config.json", cache_dir)
+    except (_NotCached, _NoSuchFile):
+        if required:
+            raise
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HubError(f"config.json of HF repo {ref.repo_id} is not valid JSON ({path}): {e}") from e
+
+
+def fetch_weights(ref: HubRef, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The repo's `model.safetensors`, falling back to `pytorch_model.bin`."""
+    failures: list[HubError] = []
+    for filename in WEIGHT_FILES:
+        try:
+            return fetch(ref, filename, cache_dir)
+        except (_NotCached, _NoSuchFile) as e:
+            failures.append(e)
+    if any(isinstance(e, _NotCached) for e in failures):
+        raise HubError(_not_cached_message(ref, " / ".join(WEIGHT_FILES), cache_dir)) from failures[0]
+    raise HubError(f"{_where(ref)} has no weights file ({' or '.join(WEIGHT_FILES)})") from failures[-1]
+
+
+def parse_timm_config(cfg: dict) -> tuple[str, dict, dict]:
+    """(architecture, pretrained_cfg, model_args) of a timm HF `config.json` (timm's `_parse_model_cfg`)."""
+    cfg = dict(cfg)
+    if "pretrained_cfg" in cfg:
+        pretrained_cfg = dict(cfg["pretrained_cfg"])
+        arch = cfg.get("architecture")
+    else:  # legacy single-dict layout
+        pretrained_cfg = cfg
+        arch = pretrained_cfg.pop("architecture", None)
+    if not arch:
+        raise ValueError("config.json names no 'architecture'; is this a timm model repo?")
+    if "num_classes" in cfg:
+        pretrained_cfg["num_classes"] = cfg["num_classes"]
+    if cfg.get("global_pool") is not None:
+        pretrained_cfg.setdefault("global_pool", cfg["global_pool"])
+    return arch, pretrained_cfg, dict(cfg.get("model_args") or {})

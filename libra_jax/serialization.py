@@ -1,0 +1,187 @@
+"""Checkpoint files: timm state dicts (safetensors / torch) in, the libra-jax format in and out.
+
+libra-jax checkpoint format (version 1)
+---------------------------------------
+One `.safetensors` file:
+
+* tensors: one per Flax parameter, keyed by its flattened path with '/' separators
+  ('patch_embed/kernel', 'blocks_0/attn/qkv/kernel', 'blocks_0/norm1/scale', 'head/bias', ...),
+  float32, in Flax layout (Linear kernels (in, out), the patch-embed conv kernel HWIO);
+* metadata (safetensors' string → string header map):
+    format       'libra-jax'
+    version      '1'
+    family       'vit' (the model class: `libra_jax.models.VisionTransformer`)
+    config       JSON object of every `ViTConfig` field (tuples as lists)
+    data_config  JSON object of every `DataConfig` field
+    source       where the weights came from (timm name, HF repo or file), informational.
+
+The file is self-describing: `libra_jax.load(path)` rebuilds the model from `config` and
+`data_config` alone. `save_checkpoint` writes to a temporary file in the target directory and
+renames it into place, so readers never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, so bf16 safetensors files load)
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from libra_jax.checkpoint import flatten
+from libra_jax.models.config import DataConfig, ViTConfig
+from libra_jax.models.vit import VisionTransformer
+
+FORMAT = "libra-jax"
+VERSION = "1"
+FAMILY = "vit"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file cannot be read (corrupt, truncated, wrong format or version)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LibraCheckpoint:
+    """A libra-jax checkpoint read from disk: flat params {'a/b/c': float32 array} + configs."""
+
+    config: ViTConfig
+    data_config: DataConfig
+    params: dict[str, np.ndarray]
+    source: str
+
+
+def _config_json(config) -> str:
+    return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()})
+
+
+def save_checkpoint(path: str | os.PathLike, model: VisionTransformer, params: Mapping, *, source: str = "") -> Path:
+    """Write `params` of `model` as a libra-jax checkpoint (format in this module's docstring).
+
+    Args:
+      path: destination file (conventionally `*.safetensors`); parent directories must exist.
+      model: the `VisionTransformer` the params belong to (its config and data_config are stored).
+      params: the Flax params tree (jax or numpy arrays; a {'params': ...} wrapper is accepted).
+      source: where the weights came from, kept in the metadata.
+    Returns:
+      The path written.
+    """
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"save_checkpoint expects a libra_jax VisionTransformer, got {type(model).__name__}")
+    if set(params) == {"params"}:
+        params = params["params"]
+    tensors = {k: np.ascontiguousarray(jax.device_get(v), dtype=np.float32) for k, v in flatten(params).items()}
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "family": FAMILY,
+        "config": _config_json(model.config),
+        "data_config": _config_json(model.data_config),
+        "source": str(source),
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            return f.metadata() or {}
+    except Exception as e:  # the Rust reader raises a bare SafetensorError for any malformed header
+        raise CheckpointFileError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def is_libra_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a safetensors file written by `save_checkpoint`."""
+    path = Path(path)
+    return path.suffix == ".safetensors" and _safetensors_metadata(path).get("format") == FORMAT
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return safetensors.numpy.load_file(str(path))
+    except Exception as e:
+        raise CheckpointFileError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+
+
+def read_libra_checkpoint(path: str | os.PathLike) -> LibraCheckpoint:
+    """Read a libra-jax checkpoint; raises CheckpointFileError for other files or versions."""
+    path = Path(path)
+    meta = _safetensors_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointFileError(f"{path} is not a libra-jax checkpoint (metadata format={meta.get('format')!r})")
+    if meta.get("version") != VERSION or meta.get("family") != FAMILY:
+        raise CheckpointFileError(
+            f"{path} is a libra-jax checkpoint of version {meta.get('version')!r} / family {meta.get('family')!r};"
+            f" this libra-jax reads version {VERSION!r} / family {FAMILY!r}"
+        )
+    try:
+        config = ViTConfig(**json.loads(meta["config"]))
+        data_config = DataConfig(**json.loads(meta["data_config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointFileError(f"{path}: malformed libra-jax metadata ({e})") from e
+    params = {k: v.astype(np.float32) for k, v in _read_safetensors(path).items()}
+    return LibraCheckpoint(config, data_config, params, meta.get("source", ""))
+
+
+def _unwrap(state: Mapping) -> Mapping:
+    """Strip the training-checkpoint wrappers timm strips ('model', 'state_dict', DDP 'module.')."""
+    for key in ("model", "state_dict"):
+        if isinstance(state.get(key), Mapping):
+            state = state[key]
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _load_torch(path: Path) -> Mapping:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"reading {path.name} needs PyTorch (pip install 'libra-jax[torch]' or pip install torch);"
+            " a .safetensors checkpoint loads without it"
+        ) from e
+    try:
+        # weights_only: tensors and plain containers only, never arbitrary pickled code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointFileError(f"{path} could not be read as a weights-only torch checkpoint: {e}") from e
+    if not isinstance(state, Mapping):
+        raise CheckpointFileError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = _unwrap(state)
+    return {k: v.detach().float().numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A timm state dict from a `.safetensors` (torch-free) or `.pth/.pt/.bin` (via torch) file.
+
+    Training wrappers ('model', 'state_dict', 'module.' prefixes) are removed; values are float32.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    if path.suffix == ".safetensors":
+        state = _unwrap(_read_safetensors(path))
+        return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+    if path.suffix in TORCH_SUFFIXES:
+        return _load_torch(path)
+    raise CheckpointFileError(
+        f"unknown checkpoint type {path.suffix!r} ({path}); expected .safetensors or {TORCH_SUFFIXES}"
+    )
