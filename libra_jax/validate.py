@@ -34,13 +34,14 @@ def check_images(x, config: ViTConfig, *, batched: bool = True) -> None:
     rank = 4 if batched else 3
     if len(shape) != rank:
         form = "(B, H, W, C)" if batched else "(H, W, C)"
-        raise ValueError(f"images must have shape {form} = {'(B, ' if batched else '('}{want[0]}, {want[1]}, {want[2]}); got {shape}")
+        raise ValueError(
+            f"images must have shape {form} = {'(B, ' if batched else '('}{want[0]}, {want[1]}, {want[2]}); got {shape}"
+        )
     hwc = shape[-3:]
     if hwc != want:
         if hwc[0] == config.in_chans and hwc[1:] == want[:2]:
             raise ValueError(
-                f"images look like NCHW {shape}; libra-jax expects NHWC (channels last), "
-                f"e.g. x.transpose(0, 2, 3, 1)"
+                f"images look like NCHW {shape}; libra-jax expects NHWC (channels last), e.g. x.transpose(0, 2, 3, 1)"
             )
         raise ValueError(
             f"images have spatial shape/channels {hwc} but the model expects {want} "

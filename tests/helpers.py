@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from libra_jax.checkpoint import flatten, unflatten
-from libra_jax.models import ViTConfig, VisionTransformer
+from libra_jax.models import VisionTransformer, ViTConfig
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
 

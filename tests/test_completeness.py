@@ -17,12 +17,52 @@ pytestmark = pytest.mark.usefixtures("highest_precision")
 
 MODELS = {
     "vit_b16_size": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, num_classes=1000),
-    "siglip_map": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, class_token=False, global_pool="map", act="gelu_tanh"),
-    "clip_style": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, pre_norm=True, norm_eps=1e-5, act="quick_gelu"),
-    "deit3_ls": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, no_embed_class=True, init_values=1e-5),
-    "swiglu_packed": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, mlp_layer="glu", act="silu", mlp_ratio=2 * 2.66667),
-    "swiglu_split_inner_norm": dict(img_size=64, patch_size=16, embed_dim=96, depth=2, num_heads=3, mlp_layer="swiglu", act="silu", scale_mlp_norm=True),
-    "reg_distilled_gap": dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, reg_tokens=4, global_pool="avg", no_embed_class=True),
+    "siglip_map": dict(
+        img_size=64,
+        patch_size=16,
+        embed_dim=96,
+        depth=3,
+        num_heads=3,
+        class_token=False,
+        global_pool="map",
+        act="gelu_tanh",
+    ),
+    "clip_style": dict(
+        img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, pre_norm=True, norm_eps=1e-5, act="quick_gelu"
+    ),
+    "deit3_ls": dict(
+        img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, no_embed_class=True, init_values=1e-5
+    ),
+    "swiglu_packed": dict(
+        img_size=64,
+        patch_size=16,
+        embed_dim=96,
+        depth=3,
+        num_heads=3,
+        mlp_layer="glu",
+        act="silu",
+        mlp_ratio=2 * 2.66667,
+    ),
+    "swiglu_split_inner_norm": dict(
+        img_size=64,
+        patch_size=16,
+        embed_dim=96,
+        depth=2,
+        num_heads=3,
+        mlp_layer="swiglu",
+        act="silu",
+        scale_mlp_norm=True,
+    ),
+    "reg_distilled_gap": dict(
+        img_size=64,
+        patch_size=16,
+        embed_dim=96,
+        depth=3,
+        num_heads=3,
+        reg_tokens=4,
+        global_pool="avg",
+        no_embed_class=True,
+    ),
 }
 
 
@@ -56,7 +96,9 @@ def test_vanilla_fullgrad_is_incomplete(case):
     vanilla = completeness_error(model, params, x, method="fullgrad", rules="vanilla_logit")
     scale = float(np.abs(np.asarray(libra["target"])).mean())
     assert float(libra["error"]) <= 1e-5 * scale + 1e-5
-    assert float(vanilla["error"]) > 1e-2 * scale, f"{name}: vanilla error {float(vanilla['error']):.3e} unexpectedly small"
+    assert float(vanilla["error"]) > 1e-2 * scale, (
+        f"{name}: vanilla error {float(vanilla['error']):.3e} unexpectedly small"
+    )
 
 
 def test_completeness_needs_every_rule():
@@ -75,7 +117,9 @@ def test_completeness_error_metric_uses_top1_by_default():
     out = completeness_error(model, params, x)
     logits, _ = model.apply({"params": params}, x)
     np.testing.assert_allclose(out["target"], logits.max(-1), rtol=1e-6)
-    direct = libra_jax.attribution(model, "fullgrad", rules="libra_logit", return_tokens=True)(params, x, logits.argmax(-1))
+    direct = libra_jax.attribution(model, "fullgrad", rules="libra_logit", return_tokens=True)(
+        params, x, logits.argmax(-1)
+    )
     np.testing.assert_allclose(out["residual"], direct.sum(-1) - logits.max(-1), atol=1e-6)
 
 
@@ -83,7 +127,8 @@ def test_gate_rule_is_needed_for_gated_mlps():
     model, params = tiny_model(key=8, mlp_layer="glu", act="silu", mlp_ratio=4.0)
     # timm-style init makes the gated branch tiny; enlarge it so the product is far from linear
     params = jax.tree_util.tree_map_with_path(
-        lambda path, v: v * 10 if "mlp" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path) else v, params
+        lambda path, v: v * 10 if "mlp" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path) else v,
+        params,
     )
     x = images(model, 2)
     complete = completeness_error(model, params, x, rules="libra_logit")

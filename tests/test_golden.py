@@ -44,13 +44,20 @@ def our_maps(model, params, images, labels, rules):
 
     def one(x, y):
         rec = core.single_pass(model, params, x, y, rules, target)
-        out = {k: fn(rec, model) for k, fn in maps.SINGLE_PASS.items() if model.config.class_token or k not in maps.ATTENTION_METHODS}
+        out = {
+            k: fn(rec, model)
+            for k, fn in maps.SINGLE_PASS.items()
+            if model.config.class_token or k not in maps.ATTENTION_METHODS
+        }
         ixg, fg = maps.ixg_layers(rec), maps.fullgrad_layers(rec, model)
         groups = maps.bias_groups(rec, model)
         depth = len(ixg)
         out |= {f"ixg_block{i}": v for i, v in enumerate(ixg)}
         out |= {f"fullgrad_block{i}": v for i, v in enumerate(fg)}
-        out |= {f"attcat_block{i}": a.mean(axis=(-3, -2)) * ixg_next for i, (a, ixg_next) in enumerate(zip(rec["attn"][:-1], ixg[1:]))}
+        out |= {
+            f"attcat_block{i}": a.mean(axis=(-3, -2)) * ixg_next
+            for i, (a, ixg_next) in enumerate(zip(rec["attn"][:-1], ixg[1:], strict=True))
+        }
         out["target"] = rec["target"]
         out["fullgrad_biases"] = maps.all_biases(rec, model)
         out["fullgrad_biases_head_end"] = groups["end"] + groups["head"]

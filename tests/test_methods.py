@@ -95,12 +95,17 @@ def test_callable_target(setup):
     model, params, x, y = setup
     fn = libra_jax.attribution(model, "ixg", rules="libra", target=lambda z, yi: z[yi] - z.mean(), return_tokens=True)
     logit = libra_jax.attribution(model, "ixg", rules="libra", target="logit", return_tokens=True)
-    _close(fn(params, x, y), logit(params, x, y) - np.mean([np.asarray(logit(params, x, jnp.full_like(y, k))) for k in range(5)], 0))
+    _close(
+        fn(params, x, y),
+        logit(params, x, y) - np.mean([np.asarray(logit(params, x, jnp.full_like(y, k))) for k in range(5)], 0),
+    )
 
 
 def test_ig_completeness_and_paper_variant(setup):
     model, params, x, y = setup
-    fn = libra_jax.attribution(model, ["ig", "ig_tokenspace_paper"], rules="vanilla", target="logit", return_tokens=True, steps=256)
+    fn = libra_jax.attribution(
+        model, ["ig", "ig_tokenspace_paper"], rules="vanilla", target="logit", return_tokens=True, steps=256
+    )
     out = fn(params, x[:2], y[:2])
     logits, _ = model.apply({"params": params}, x[:2])
     h0 = model.apply({"params": params}, x[:2], method="embed")
@@ -116,7 +121,9 @@ def test_smoothgrad_is_deterministic_and_batch_invariant(setup):
     a = fn(params, x[:3], y[:3])
     b = fn(params, x[1:2], y[1:2])
     _close(a[1], b[0])
-    no_noise = libra_jax.attribution(model, ["smoothgrad", "ixg"], rules="libra", samples=2, noise_level=0.0)(params, x, y)
+    no_noise = libra_jax.attribution(model, ["smoothgrad", "ixg"], rules="libra", samples=2, noise_level=0.0)(
+        params, x, y
+    )
     _close(no_noise["smoothgrad"], no_noise["ixg"])
 
 
@@ -131,7 +138,10 @@ def test_resolve_method_names():
 def test_lrp_conveniences_are_ixg_under_their_presets(setup):
     model, params, x, y = setup
     for name in ("attnlrp", "cp_lrp", "decompx"):
-        _close(getattr(libra_jax.methods, name)(model)(params, x, y), libra_jax.attribution(model, "ixg", rules=name)(params, x, y))
+        _close(
+            getattr(libra_jax.methods, name)(model)(params, x, y),
+            libra_jax.attribution(model, "ixg", rules=name)(params, x, y),
+        )
 
 
 class TestBadInput:

@@ -35,7 +35,7 @@ def _grads(fn, args):
 
 
 def _assert_close_trees(a, b, tol=1e-5):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol * (1 + np.abs(np.asarray(y)).max()))
 
 
@@ -45,7 +45,10 @@ def test_activation(kind, rule):
     x = _normal(0, (5, 7), 2.0)
     fwd = jax.jit(lambda v: ops.activation(v, kind, rule))(x)
     np.testing.assert_array_equal(np.asarray(fwd), np.asarray(jax.jit(PLAIN[kind])(x)))
-    _assert_close_trees(_grads(lambda v: ops.activation(v, kind, rule), (x,)), _grads(lambda v: ref.activation_reference(v, kind, rule), (x,)))
+    _assert_close_trees(
+        _grads(lambda v: ops.activation(v, kind, rule), (x,)),
+        _grads(lambda v: ref.activation_reference(v, kind, rule), (x,)),
+    )
 
 
 def test_gelu_gate_rule_is_phi():
@@ -58,7 +61,10 @@ def test_gelu_gate_rule_is_phi():
 def test_gate_product(rule):
     a, b = _normal(1, (4, 6)), _normal(2, (4, 6))
     np.testing.assert_array_equal(jax.jit(lambda u, v: ops.gate_product(u, v, rule))(a, b), jax.jit(jnp.multiply)(a, b))
-    _assert_close_trees(_grads(lambda u, v: ops.gate_product(u, v, rule), (a, b)), _grads(lambda u, v: ref.gate_product_reference(u, v, rule), (a, b)))
+    _assert_close_trees(
+        _grads(lambda u, v: ops.gate_product(u, v, rule), (a, b)),
+        _grads(lambda u, v: ref.gate_product_reference(u, v, rule), (a, b)),
+    )
     if rule == "half":
         da, db = _grads(lambda u, v: ops.gate_product(u, v, rule), (a, b))
         pa, pb = _grads(lambda u, v: ops.gate_product(u, v, "plain"), (a, b))
@@ -113,7 +119,9 @@ def test_attention(rule, with_bias):
 
     args = (q, k, v, probe) + ((bias,) if with_bias else ())
     out, attn = jax.jit(ours)(*args)
-    want_out, want_attn = jax.jit(lambda *a: attention_plain(a[0], a[1], a[2], a[4] if with_bias else None, a[3], scale=0.5))(*args)
+    want_out, want_attn = jax.jit(
+        lambda *a: attention_plain(a[0], a[1], a[2], a[4] if with_bias else None, a[3], scale=0.5)
+    )(*args)
     np.testing.assert_array_equal(out, want_out)
     np.testing.assert_array_equal(attn, want_attn)
     _assert_close_trees(_grads(ours, args), _grads(oracle, args))
@@ -152,7 +160,8 @@ def test_parameter_gradients_match_finite_differences():
             return float((ops.activation(y, "gelu", "plain") * w).sum())
 
         gs, gb = jax.grad(
-            lambda s, b: (ops.activation(ops.layer_norm(jnp.asarray(x), s, b, eps=1e-6), "gelu") * w).sum(), argnums=(0, 1)
+            lambda s, b: (ops.activation(ops.layer_norm(jnp.asarray(x), s, b, eps=1e-6), "gelu") * w).sum(),
+            argnums=(0, 1),
         )(jnp.asarray(scale), jnp.asarray(bias))
         np.testing.assert_allclose(gs, _finite_difference(lambda s: f(s, bias), scale), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(gb, _finite_difference(lambda b: f(scale, b), bias), rtol=1e-6, atol=1e-8)

@@ -83,7 +83,9 @@ def attribution(
     no_attention_row = not getattr(cfg, "class_token", False)
     for name in names:
         if name in maps.ATTENTION_METHODS and no_attention_row:
-            raise ValueError(f"method {name!r} reads the class-token row of the attention; this model has no class token")
+            raise ValueError(
+                f"method {name!r} reads the class-token row of the attention; this model has no class token"
+            )
 
     single = [n for n in names if n in maps.SINGLE_PASS]
     multi_pass = [n for n in names if n in MULTI_PASS]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 def ixg_layers(rec: dict) -> list[jax.Array]:
     """[IxG_0, ..., IxG_{L-1}] (each (N,))."""
-    return [(h * g).sum(-1) for h, g in zip(rec["h"][:-1], rec["g"][:-1])]
+    return [(h * g).sum(-1) for h, g in zip(rec["h"][:-1], rec["g"][:-1], strict=True)]
 
 
 def bias_groups(rec: dict, model) -> dict:
@@ -106,7 +106,7 @@ def xgradcam_plus(rec, model):
 
 def _relu_attn_grad(rec):
     """[mean_h ReLU(A_l ⊙ ∂f/∂A_l)] per layer, (N, N) each."""
-    return [jax.nn.relu(a * da).mean(-3) for a, da in zip(rec["attn"], rec["attn_grad"])]
+    return [jax.nn.relu(a * da).mean(-3) for a, da in zip(rec["attn"], rec["attn_grad"], strict=True)]
 
 
 def gradsam(rec, model):
@@ -153,9 +153,9 @@ def attcat(rec, model, pairing: str = "producer"):
     received = [a.mean(axis=(-3, -2)) for a in rec["attn"]]
     ixg = ixg_layers(rec) + [(rec["h"][-1] * rec["g"][-1]).sum(-1)]
     if pairing == "producer":
-        return sum(a * c for a, c in zip(received[:-1], ixg[1:-1]))
+        return sum(a * c for a, c in zip(received[:-1], ixg[1:-1], strict=True))
     if pairing == "consumer":
-        return sum(a * c for a, c in zip(received, ixg[:-1]))
+        return sum(a * c for a, c in zip(received, ixg[:-1], strict=True))
     raise ValueError(f"attcat pairing must be 'producer' or 'consumer'; got {pairing!r}")
 
 
@@ -186,7 +186,7 @@ def tokentm(rec, model, head_reduce: str = "mean_then_product", measure_on: str 
     h0 = rec["h"][0]
     eye = jnp.eye(h0.shape[-2], dtype=h0.dtype)
     c = jnp.diag(jnp.linalg.norm(h0, axis=-1))
-    for layer, (a, da, post) in enumerate(zip(rec["attn"], rec["attn_grad"], rec["post_attn"])):
+    for layer, (a, da, post) in enumerate(zip(rec["attn"], rec["attn_grad"], rec["post_attn"], strict=True)):
         pre, out = rec["h"][layer], rec["h"][layer + 1]
         if measure_on == "residual_stream":
             w_attn, w_mlp = _transformation_weight(pre, post), _transformation_weight(post, out)

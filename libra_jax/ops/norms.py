@@ -72,9 +72,7 @@ def _rms_norm_detach_bwd(eps, res, g):
 _rms_norm_detach.defvjp(_rms_norm_detach_fwd, _rms_norm_detach_bwd)
 
 
-def layer_norm(
-    x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float, rule: NormRule = "plain"
-) -> jax.Array:
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float, rule: NormRule = "plain") -> jax.Array:
     """LayerNorm over the last axis.
 
     Args:
