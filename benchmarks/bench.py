@@ -1,10 +1,10 @@
 """Attribution cost against the plain-gradient floor, on one random-init ViT and one batch (timing only).
 
     PYTHONPATH=. python benchmarks/bench.py --model vit_tiny_patch16_224 --batch 8     # CPU-sized
-    PYTHONPATH=. python benchmarks/bench.py --batch 64 --out benchmarks/results.md      # ViT-B/16 on a GPU
+    PYTHONPATH=. python benchmarks/bench.py --batch 64 --out benchmarks/results/h100.md  # ViT-B/16 on a GPU
 
 Variants, each jitted once and timed as the median of --repeats calls after a warm-up call that
-compiles it (`block_until_ready` around every call):
+compiles it (`block_until_ready` around every call; the timed calls interleave the variants):
   floor        jax.grad of the explained probabilities w.r.t. the input images, vanilla rules;
   libra_fullgrad_plus, vanilla fullgrad_plus;
   all single-pass maps the model supports, LibraGrad rules, from one forward/backward pass;
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import importlib.metadata
 import os
 import pathlib
@@ -45,6 +46,7 @@ TARGETS = {"libra_fullgrad_plus": 1.15, "all single-pass (libra)": 1.3}
 """Cost targets: the most a variant may take, as a multiple of the floor's median time."""
 
 FLOOR = "floor: jax.grad (vanilla)"
+TORCH = "torch/timm IxG (vanilla autograd)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,23 +121,34 @@ def supported_single_pass(model: VisionTransformer) -> list[str]:
     return names
 
 
-def measure(call: Callable[[], object], sync: Callable[[object], object], repeats: int) -> tuple[float, float]:
-    """(seconds of the first call, which compiles; median seconds of `repeats` further calls)."""
-    start = time.perf_counter()
-    sync(call())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
+Call = tuple[Callable[[], object], Callable[[object], object]]
+"""(run one batch, wait for its result)."""
+
+
+def measure(calls: dict[str, Call], repeats: int) -> dict[str, tuple[float, float]]:
+    """{name: (seconds of the first call, which compiles; median seconds of `repeats` further calls)}.
+
+    The timed calls go round-robin over the variants, so background load on a shared machine spreads
+    over all of them instead of skewing whichever variant happened to run during it.
+    """
+    first, times = {}, {name: [] for name in calls}
+    for name, (call, sync) in calls.items():
         start = time.perf_counter()
         sync(call())
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+        first[name] = time.perf_counter() - start
+        print(f"compiled and ran {name}: {first[name]:.1f} s", flush=True)
+    for _ in range(repeats):
+        for name, (call, sync) in calls.items():
+            start = time.perf_counter()
+            sync(call())
+            times[name].append(time.perf_counter() - start)
+    return {name: (first[name], statistics.median(times[name])) for name in calls}
 
 
-def torch_peer(name: str, batch: int, dtype: str, repeats: int) -> tuple[tuple[float, float], str] | None:
-    """Time timm's model with autograd input×gradient; None if torch or timm is missing.
+def torch_peer(name: str, batch: int, dtype: str) -> tuple[Call, str] | None:
+    """timm's model with autograd input×gradient as a `Call`, and a note on device and threads.
 
-    Returns ((first s, median s), a note on device and threads).
+    None if torch or timm is missing.
     """
     try:
         import timm
@@ -162,7 +175,7 @@ def torch_peer(name: str, batch: int, dtype: str, repeats: int) -> tuple[tuple[f
             torch.cuda.synchronize()
         return out
 
-    return measure(step, sync, repeats), f"torch {device}, torch.set_num_threads({threads})"
+    return (step, sync), f"torch {device}, torch.set_num_threads({threads})"
 
 
 def version(package: str) -> str:
@@ -172,9 +185,9 @@ def version(package: str) -> str:
         return "not installed"
 
 
-def report(args: argparse.Namespace, rows: list[tuple[str, float, float]], notes: list[str]) -> str:
+def report(args: argparse.Namespace, results: dict[str, tuple[float, float]], notes: list[str]) -> str:
     """Markdown: a header, the table (variant, median ms, images/s, × floor, first call s), PASS/MISS lines."""
-    floor = rows[0][2]
+    floor = results[FLOOR][1]
     geometry = GEOMETRIES[args.model]
     lines = [
         f"## {args.model}, batch {args.batch}",
@@ -186,19 +199,19 @@ def report(args: argparse.Namespace, rows: list[tuple[str, float, float]], notes
         f"- model: {args.model} (random init; embed {geometry['embed_dim']}, depth {geometry['depth']}, "
         f"heads {geometry['num_heads']}), batch {args.batch}, dtype {args.dtype}",
         f"- matmul precision: {args.precision}; check_inputs: {args.check_inputs}; "
-        f"median of {args.repeats} calls after one warm-up (compiling) call",
+        f"median of {args.repeats} calls after one warm-up (compiling) call, variants interleaved",
         *(f"- {note}" for note in notes),
         "",
         "| variant | median ms | images/s | × floor | first call s |",
         "|---|---:|---:|---:|---:|",
     ]
-    for name, first, median in rows:
+    for name, (first, median) in results.items():
         lines.append(
             f"| {name} | {median * 1e3:.1f} | {args.batch / median:.1f} | {median / floor:.3f} | {first:.1f} |"
         )
     lines.append("")
     for name, limit in TARGETS.items():
-        ratio = next(median for row_name, _, median in rows if row_name.startswith(name)) / floor
+        ratio = next(median for row, (_, median) in results.items() if row.startswith(name)) / floor
         verdict = "PASS" if ratio <= limit else "MISS"
         lines.append(f"{verdict} {name}: {ratio:.3f}× floor (target ≤ {limit:.2f}×)  ")
     return "\n".join(lines) + "\n"
@@ -216,23 +229,24 @@ def main(argv: list[str] | None = None) -> int:
             model, single, rules="libra", check_inputs=args.check_inputs
         ),
     }
-    precision = (
-        contextlib.nullcontext() if args.precision == "default" else jax.default_matmul_precision(args.precision)
-    )
-    rows, notes = [], [f"single-pass maps: {', '.join(single)}"]
-    with precision:
-        for name, fn in variants.items():
-            jitted = jax.jit(fn)
-            rows.append((name, *measure(lambda f=jitted: f(params, x, y), jax.block_until_ready, args.repeats)))
-            print(f"timed {name}: {rows[-1][2] * 1e3:.1f} ms", flush=True)
-    peer = torch_peer(args.model, args.batch, args.dtype, args.repeats) if args.torch else None
+    calls = {
+        name: (functools.partial(jax.jit(fn), params, x, y), jax.block_until_ready) for name, fn in variants.items()
+    }
+    notes = [f"single-pass maps: {', '.join(single)}"]
+    peer = torch_peer(args.model, args.batch, args.dtype) if args.torch else None
     if peer is not None:
-        (first, median), note = peer
-        rows.append(("torch/timm IxG (vanilla autograd)", first, median))
+        calls[TORCH], note = peer
         notes.append(note)
     elif args.torch:
         notes.append("torch peer skipped: torch or timm not installed")
-    text = report(args, rows, notes)
+    precision = (
+        contextlib.nullcontext() if args.precision == "default" else jax.default_matmul_precision(args.precision)
+    )
+    load_before = os.getloadavg()[0]
+    with precision:
+        results = measure(calls, args.repeats)
+    notes.append(f"1-min load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+    text = report(args, results, notes)
     print("\n" + text, end="")
     if args.out:
         out = pathlib.Path(args.out)

@@ -13,15 +13,19 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
+import json
 import os
+import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
+import huggingface_hub
 import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from libra_jax import viz
+from libra_jax import demo, evaluate, hub, registry, train, viz
 from libra_jax.loading import load
 from libra_jax.methods import attribution, resolve_method
 from libra_jax.preprocess import preprocess
@@ -56,8 +60,12 @@ def model_kw(text: str) -> tuple[str, object]:
 
 
 def add_explain_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="timm model name (weights from the HF hub cache) or a local path")
-    p.add_argument("--checkpoint", help="local weights file (timm state dict / converted params) for --model")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="timm name '<arch>[.<tag>]' (weights from the HF hub), 'hf-hub:org/repo', or a libra-jax checkpoint file",
+    )
+    p.add_argument("--checkpoint", help="local weights for the named architecture (timm state dict or libra-jax file)")
     p.add_argument(
         "--model-kw",
         type=model_kw,
@@ -125,9 +133,35 @@ def read_image(path: str) -> np.ndarray:
         raise UserError(f"cannot read image file {path}: {e}") from None
 
 
-def label_names(model) -> Sequence[str] | None:
-    """Class names of the checkpoint when its config had them, else None."""
-    return getattr(model.data_config, "label_names", None) or None
+def label_names(model_name: str, checkpoint: str | None) -> dict[int, str] | None:
+    """Class names {index: name} from the `label_names` of the weights' HF `config.json`, if at hand.
+
+    The config is looked for beside a local checkpoint, inside a model folder, or in the HF hub cache
+    for a hub name (never downloaded just for the names). None when there is none or it has no names.
+    """
+    local = checkpoint or (model_name if os.path.exists(model_name) else None)
+    if local is not None:
+        path = os.path.join(local if os.path.isdir(local) else os.path.dirname(os.path.abspath(local)), "config.json")
+    else:
+        try:
+            ref = hub.parse_hub_name(model_name) or hub.HubRef(registry.resolve(model_name).hf_hub_id)
+        except ValueError:
+            return None
+        if ref.repo_id is None:
+            return None
+        path = huggingface_hub.try_to_load_from_cache(ref.repo_id, "config.json", revision=ref.revision)
+    if not isinstance(path, str) or not os.path.isfile(path):  # the cache answers a sentinel for "known absent"
+        return None
+    try:
+        config = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    names = config.get("label_names") if isinstance(config, dict) else None
+    if isinstance(names, list):
+        return {i: str(name) for i, name in enumerate(names)}
+    if isinstance(names, dict):  # timm also writes {"0": "tench", ...}
+        return {int(k): str(v) for k, v in names.items() if str(k).isdigit()}
+    return None
 
 
 def explainer(model, methods: dict[str, tuple[str, str]]) -> Callable:
@@ -163,11 +197,11 @@ def display_images(model, x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(pixels), 0, 255).astype(np.uint8)
 
 
-def print_top5(path: str, probs: np.ndarray, names: Sequence[str] | None) -> None:
+def print_top5(path: str, probs: np.ndarray, names: dict[int, str] | None) -> None:
     """Print the five most probable classes of one image: probs (K,)."""
     print(f"{path}:")
     for rank, k in enumerate(np.argsort(-probs)[:5], start=1):
-        name = f"  {names[k]}" if names is not None and k < len(names) else ""
+        name = f"  {names[k]}" if names and k in names else ""
         print(f"  {rank}. class {k:<5d} p={probs[k]:.4f}{name}")
 
 
@@ -189,12 +223,10 @@ def explain(args: argparse.Namespace) -> int:
             f"--target {args.target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
         )
 
-    # one image at a time: originals may differ in size until preprocessing resizes and crops them
-    parts = [np.asarray(preprocess(model, image), np.float32) for image in images]
-    x = np.concatenate([part[None] if part.ndim == 3 else part for part in parts])
+    x = preprocess(model, images)  # (B, h, w, 3): each original resized and cropped like timm's eval transform
     logits = jax.jit(lambda p, v: model.apply({"params": p}, v)[0])(params, x)
     probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
-    names = label_names(model)
+    names = label_names(args.model, args.checkpoint)
     for path, p in zip(args.image, probs, strict=True):
         print_top5(path, p, names)
 
@@ -222,8 +254,35 @@ def overlay_grid(
 
 # ---------------------------------------------------------------- entry point
 
+def _user_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report bad paths and values from a subcommand as one-line user errors."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (OSError, ValueError) as e:
+            raise UserError(str(e)) from None
+
+    return wrapped
+
+
 COMMANDS: dict[str, Command] = {
     "explain": Command("explain images with attribution maps (top-5 + heat-map PNG)", add_explain_arguments, explain),
+    "demo": Command(
+        "explain synthetic benchmark images with the embedded default model and print the metrics table",
+        demo.add_demo_arguments,
+        _user_errors(demo.run_demo),
+    ),
+    "evaluate": Command(
+        "method × preset table: faithfulness, segmentation, class discrimination, completeness",
+        evaluate.add_evaluate_arguments,
+        _user_errors(functools.partial(evaluate.run_evaluate, error=UserError)),
+    ),
+    "train": Command(
+        "train a small model on the synthetic benchmark (reproduces the embedded checkpoints)",
+        train.add_train_arguments,
+        _user_errors(train.run_train),
+    ),
 }
 
 

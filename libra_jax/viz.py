@@ -1,9 +1,9 @@
 """Display helpers for attribution maps: normalisation, colormaps, overlays, labelled grids, PNG files.
 
-Numpy and Pillow only. Normalisation here is for display alone: metrics always read the raw signed
-maps. The two colormaps are computed in CIELAB so that lightness changes uniformly along them:
-"diverging" (blue, white at zero, red) for signed maps, "sequential" (dark violet to light yellow)
-for non-negative ones.
+Numpy and Pillow only (plus the project's PyTorch-exact resize). Normalisation here is for display
+alone: metrics always read the raw signed maps. The two colormaps are computed in CIELAB so that
+lightness changes uniformly along them: "diverging" (blue, white at zero, red) for signed maps,
+"sequential" (dark violet to light yellow) for non-negative ones.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from libra_jax.resize import resize
 
 Mode = Literal["signed", "positive"]
 
@@ -132,15 +134,13 @@ def upsample_map(
 ) -> np.ndarray:
     """Resize a patch map (gh, gw) to pixels (H, W) = `size`, float32.
 
-    Pillow's kernels (pixel centres aligned, like `align_corners=False`; bicubic with a = −0.5), for
-    display only: evaluation code must use the SPEC's PyTorch-matching upsampling.
+    The SPEC's PyTorch-exact upsampling (`libra_jax.resize`), so the pixels shown are the pixels
+    the segmentation metrics score.
     """
-    resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[method]
     m = np.asarray(attr_map, dtype=np.float32)
     if m.ndim != 2:
         raise ValueError(f"expected a (gh, gw) map; got shape {m.shape}")
-    h, w = size
-    return np.asarray(Image.fromarray(m, mode="F").resize((w, h), resample), dtype=np.float32)
+    return resize(m, tuple(size), method)
 
 
 def overlay(
