@@ -324,6 +324,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="IG steps (default 50)")
     p.add_argument("--out", default="outputs/evaluate", help="folder for results.md / .csv / .json (and curves.png)")
     p.add_argument("--plot", action="store_true", help="also write the deletion curves as curves.png")
+    p.add_argument(
+        "--class-map",
+        default=None,
+        help="imagenet-s: ImageNet-S id → ImageNet-1k index, as a JSON file {id: index} (see libra_jax.data.imagenet)",
+    )
 
 
 def run_evaluate(args: argparse.Namespace, error: Callable[[str], Exception] = ValueError) -> int:
@@ -359,14 +364,13 @@ def run_evaluate(args: argparse.Namespace, error: Callable[[str], Exception] = V
     else:
         from libra_jax.data.imagenet import open_dataset
 
-        dataset = open_dataset(args.data, model.data_config)
+        kwargs = {"class_map": args.class_map} if args.class_map and args.data.startswith("imagenet-s:") else {}
+        dataset = open_dataset(args.data, model.data_config, **kwargs)
         n = min(args.n, len(dataset))
 
         def real_batches():
-            for batch, _ in dataset.iter_batches(args.batch, limit=n):
-                labels = batch.get("label")
-                masks = batch.get("mask")
-                yield Batch(batch["image"], None if labels is None else labels, None if masks is None else masks)
+            for batch in dataset.iter_batches(args.batch, limit=n):
+                yield Batch(batch["images"], batch["labels"], batch["masks"])
 
         results, curves = evaluate(model, params, methods, presets, real_batches, n, method_options=options)
         if dataset.skipped:
