@@ -15,54 +15,16 @@ from libra_jax.rules import get_rules
 
 pytestmark = pytest.mark.usefixtures("highest_precision")
 
+SMALL = dict(img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3)
 MODELS = {
     "vit_b16_size": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, num_classes=1000),
-    "siglip_map": dict(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=3,
-        num_heads=3,
-        class_token=False,
-        global_pool="map",
-        act="gelu_tanh",
-    ),
-    "clip_style": dict(
-        img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, pre_norm=True, norm_eps=1e-5, act="quick_gelu"
-    ),
-    "deit3_ls": dict(
-        img_size=64, patch_size=16, embed_dim=96, depth=3, num_heads=3, no_embed_class=True, init_values=1e-5
-    ),
-    "swiglu_packed": dict(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=3,
-        num_heads=3,
-        mlp_layer="glu",
-        act="silu",
-        mlp_ratio=2 * 2.66667,
-    ),
-    "swiglu_split_inner_norm": dict(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=2,
-        num_heads=3,
-        mlp_layer="swiglu",
-        act="silu",
-        scale_mlp_norm=True,
-    ),
-    "reg_distilled_gap": dict(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=3,
-        num_heads=3,
-        reg_tokens=4,
-        global_pool="avg",
-        no_embed_class=True,
-    ),
+    "siglip_map": {**SMALL, "class_token": False, "global_pool": "map", "act": "gelu_tanh"},
+    "clip_style": {**SMALL, "pre_norm": True, "norm_eps": 1e-5, "act": "quick_gelu"},
+    "deit3_ls": {**SMALL, "no_embed_class": True, "init_values": 1e-5},
+    "swiglu_packed": {**SMALL, "mlp_layer": "glu", "act": "silu", "mlp_ratio": 2 * 2.66667},
+    "swiglu_split_inner_norm": {**SMALL, "depth": 2, "mlp_layer": "swiglu", "act": "silu", "scale_mlp_norm": True},
+    "registers_gap": {**SMALL, "reg_tokens": 4, "global_pool": "avg", "no_embed_class": True},
+    "deit_distilled": {**SMALL, "dist_token": True},
 }
 
 
