@@ -64,6 +64,8 @@ SUPPORTED_MODULES = (
     vision_transformer.Block,
     tl.Attention,
     tl.Mlp,
+    tl.GluMlp,
+    tl.SwiGLU,
     tl.LayerScale,
     tl.AttentionPoolLatent,
     torch.nn.Conv2d,
@@ -141,8 +143,12 @@ def to_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
     b0 = model.blocks[0]
     not_id = lambda m: not isinstance(m, torch.nn.Identity)  # noqa: E731
     mlp_ratio = float(kwargs.get("mlp_ratio", 4.0))
-    if int(model.embed_dim * mlp_ratio) != b0.mlp.fc1.out_features:
-        raise ValueError(f"mlp hidden {b0.mlp.fc1.out_features} != int(embed_dim * {mlp_ratio})")
+    mlp_layer, fc1 = {tl.Mlp: ("mlp", "fc1"), tl.GluMlp: ("glu", "fc1"), tl.SwiGLU: ("swiglu", "fc1_g")}[type(b0.mlp)]
+    if mlp_layer == "glu" and b0.mlp.gate_last:
+        raise ValueError("GluMlp with the gate in the second half (gate_last=True)")
+    hidden = getattr(b0.mlp, fc1).out_features
+    if int(model.embed_dim * mlp_ratio) != hidden:
+        raise ValueError(f"mlp hidden {hidden} != int(embed_dim * {mlp_ratio})")
     if not_id(b0.ls1) and kwargs.get("init_values") is None:
         raise ValueError("LayerScale without init_values")
     return ViTConfig(
@@ -170,6 +176,7 @@ def to_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
         fc_norm=kwargs.get("fc_norm"),  # None = timm's automatic choice from global_pool
         global_pool=model.global_pool,
         act=act_name(b0.mlp.act),
+        mlp_layer=mlp_layer,
         norm_eps=float(b0.norm1.eps),
     )
 

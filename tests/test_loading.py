@@ -42,6 +42,7 @@ FAMILIES = {
     "reg_gap": ("vit_medium_patch16_reg4_gap_256", dict(SMALL, img_size=32)),
     "dinov2_reg": ("vit_small_patch14_reg4_dinov2", dict(SMALL, img_size=42)),
     "dinov2": ("vit_small_patch14_dinov2", dict(SMALL, img_size=28)),
+    "dinov2_swiglu": ("vit_giant_patch14_dinov2", dict(SMALL, embed_dim=96, img_size=28)),  # even GLU width
     "deit_distilled": ("deit_tiny_distilled_patch16_224", dict(depth=2, num_classes=7, img_size=32)),
 }
 
