@@ -1,0 +1,270 @@
+"""Train the embedded default models from scratch on the synthetic shapes benchmark (optax, CPU-sized).
+
+    from libra_jax.train import train
+    result = train("vit", seed=0, out="libra_jax/assets/synthetic_vit.safetensors")
+
+    libra-jax train --model swiglu --out synthetic_swiglu.safetensors --seed 0 [--steps N]
+
+Two models of the timm ViT family, sized so that two CPU cores train each in about ten minutes:
+'vit' (class token, GELU MLP) and 'swiglu' (timm `SwiGLUPacked` gated MLP with SiLU, average
+pooling), the gated architecture the LibraGrad ½ gate rule applies to. Every training example is
+drawn fresh from the 'train' split (no example is seen twice, so no augmentation is needed); the
+test accuracy is measured on the first `test_images` examples of the disjoint 'test' split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from libra_jax.data.synthetic import SPLITS, BenchmarkConfig, make_single
+from libra_jax.models.config import DataConfig, ViTConfig
+from libra_jax.models.vit import VisionTransformer
+from libra_jax.rules import PRESETS
+from libra_jax.serialization import save_checkpoint
+
+MODEL_NAMES = ("vit", "swiglu")
+ASSET_DIR = Path(__file__).resolve().parent / "assets"
+VANILLA = PRESETS["vanilla"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings: AdamW with linear warmup and cosine decay to `final_lr_ratio`·peak."""
+
+    steps: int = 2500
+    batch_size: int = 128
+    peak_lr: float = 2e-3
+    warmup_steps: int = 150
+    final_lr_ratio: float = 0.02
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+
+
+def asset_path(model_name: str) -> Path:
+    """Path of the shipped checkpoint of 'vit' or 'swiglu' (libra-jax safetensors format)."""
+    _check_name(model_name)
+    return ASSET_DIR / f"synthetic_{model_name}.safetensors"
+
+
+def _check_name(model_name: str) -> None:
+    if model_name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r}; expected one of {MODEL_NAMES}")
+
+
+def data_config(benchmark: BenchmarkConfig) -> DataConfig:
+    """Preprocessing of the benchmark models: uint8 / 255, then (x - 0.5) / 0.5, no resize or crop."""
+    size = benchmark.image_size
+    return DataConfig(mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(size, size), crop_pct=1.0)
+
+
+def model_config(model_name: str, benchmark: BenchmarkConfig) -> ViTConfig:
+    """Architecture of 'vit' or 'swiglu' for the benchmark's image size and class count (patch 8)."""
+    _check_name(model_name)
+    common = dict(
+        img_size=benchmark.image_size,
+        patch_size=8,
+        embed_dim=96,
+        depth=4,
+        num_heads=3,
+        num_classes=benchmark.num_classes,
+    )
+    if model_name == "vit":
+        return ViTConfig(**common, global_pool="token")
+    # timm SwiGLUPacked: fc1 of width 2·(8/3)·dim split into (gate, value), SiLU gate, avg pooling + fc_norm.
+    return ViTConfig(**common, mlp_layer="glu", act="silu", mlp_ratio=2 * 8 / 3, global_pool="avg")
+
+
+def build_model(model_name: str, benchmark: BenchmarkConfig) -> VisionTransformer:
+    """The untrained `VisionTransformer` of 'vit' or 'swiglu', with the benchmark's preprocessing."""
+    return VisionTransformer(model_config(model_name, benchmark), data_config(benchmark))
+
+
+def normalise(model: VisionTransformer, images: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W, 3) → float32 model input, per the model's data_config (equal to `preprocess`)."""
+    dc = model.data_config
+    x = images.astype(np.float32) / np.float32(255)
+    return (x - np.asarray(dc.mean, np.float32)) / np.asarray(dc.std, np.float32)
+
+
+def _decay_mask(params: dict) -> dict:
+    """Weight decay on matmul / conv kernels only (not on biases, norms, tokens or position embeddings)."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+
+
+def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=recipe.peak_lr,
+        warmup_steps=recipe.warmup_steps,
+        decay_steps=recipe.steps,
+        end_value=recipe.peak_lr * recipe.final_lr_ratio,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(recipe.clip_norm),
+        optax.adamw(schedule, weight_decay=recipe.weight_decay, mask=_decay_mask),
+    )
+
+
+def make_train_step(
+    model: VisionTransformer, tx: optax.GradientTransformation, recipe: Recipe
+) -> Callable[[dict, optax.OptState, jax.Array, jax.Array], tuple[dict, optax.OptState, jax.Array]]:
+    """Jitted step (params, opt_state, x (B, H, W, 3) float32, y (B,) int32) → (params, opt_state, loss)."""
+    k = model.config.num_classes
+
+    def loss_fn(params, x, y):
+        logits, _ = model.apply({"params": params}, x, VANILLA)
+        targets = optax.smooth_labels(jax.nn.one_hot(y, k), recipe.label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets).mean()
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def batches(
+    model: VisionTransformer, benchmark: BenchmarkConfig, recipe: Recipe
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Batch t: train-split examples [t·B, (t+1)·B), as (x (B, H, W, 3), y (B,)).
+
+    Batches are generated one ahead in a worker thread, overlapping the training step.
+    """
+    b = recipe.batch_size
+
+    def make(t: int) -> tuple[np.ndarray, np.ndarray]:
+        data = make_single(benchmark, b, SPLITS["train"], start=t * b)
+        return normalise(model, data["images"]), data["labels"]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(make, 0)
+        for t in range(recipe.steps):
+            batch = pending.result()
+            if t + 1 < recipe.steps:
+                pending = pool.submit(make, t + 1)
+            yield batch
+
+
+def fit(
+    model: VisionTransformer,
+    benchmark: BenchmarkConfig,
+    recipe: Recipe,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    log_every: int = 250,
+) -> tuple[dict, np.ndarray]:
+    """Train `model` from a seeded init on fresh train-split batches.
+
+    Returns:
+      (params, losses float32 (recipe.steps,)): the trained Flax params and the loss of every step.
+    """
+    size = benchmark.image_size
+    params = model.init(jax.random.key(seed), jnp.zeros((size, size, 3), jnp.float32))["params"]
+    tx = make_optimizer(recipe)
+    opt_state = tx.init(params)
+    step = make_train_step(model, tx, recipe)
+    losses = []
+    start = time.perf_counter()
+    for t, (x, y) in enumerate(batches(model, benchmark, recipe)):
+        params, opt_state, loss = step(params, opt_state, x, y)
+        losses.append(loss)
+        if (t + 1) % log_every == 0 or t + 1 == recipe.steps:
+            recent = float(np.mean(jax.device_get(losses[-log_every:])))
+            log(f"step {t + 1}/{recipe.steps}  loss {recent:.4f}  elapsed {time.perf_counter() - start:.0f}s")
+    return params, np.asarray(jax.device_get(losses), np.float32)
+
+
+def predict(model: VisionTransformer, params: dict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Predicted classes (n,) int32 of uint8 images (n, H, W, 3)."""
+    apply = jax.jit(lambda p, x: jnp.argmax(model.apply({"params": p}, x, VANILLA)[0], axis=-1))
+    out = [apply(params, normalise(model, images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return np.concatenate(jax.device_get(out)).astype(np.int32)
+
+
+def evaluate(model: VisionTransformer, params: dict, benchmark: BenchmarkConfig, n: int) -> float:
+    """Accuracy on the first `n` examples of the 'test' split."""
+    data = make_single(benchmark, n, SPLITS["test"])
+    return float(np.mean(predict(model, params, data["images"]) == data["labels"]))
+
+
+def train(
+    model_name: str,
+    seed: int = 0,
+    steps: int | None = None,
+    out: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    benchmark: BenchmarkConfig | None = None,
+    recipe: Recipe | None = None,
+    test_images: int = 2000,
+) -> dict:
+    """Train 'vit' or 'swiglu' on the benchmark, measure test accuracy, optionally save a checkpoint.
+
+    Args:
+      model_name: 'vit' or 'swiglu' (see `model_config`).
+      seed: parameter-init seed (the data stream is the fixed 'train' split).
+      steps: overrides recipe.steps (the cosine schedule follows it).
+      out: if given, where to write the libra-jax checkpoint; its `source` metadata is a JSON record
+        of the benchmark config, recipe, seed, steps, test accuracy and training time.
+      log: receives progress lines.
+      benchmark, recipe: generator and optimisation settings (default: `BenchmarkConfig()`, `Recipe()`).
+      test_images: number of 'test' split images the accuracy is measured on.
+    Returns:
+      dict(test_accuracy, seconds (training + evaluation wall time), steps).
+    """
+    benchmark = benchmark or BenchmarkConfig()
+    recipe = recipe or Recipe()
+    if steps is not None:
+        recipe = dataclasses.replace(recipe, steps=steps)
+    model = build_model(model_name, benchmark)
+    log(f"training {model_name!r}: {model.config}")
+    start = time.perf_counter()
+    params, _ = fit(model, benchmark, recipe, seed, log)
+    accuracy = evaluate(model, params, benchmark, test_images)
+    seconds = time.perf_counter() - start
+    log(f"{model_name}: test accuracy {accuracy:.4f} on {test_images} images, {seconds:.0f}s")
+    if out is not None:
+        record = {
+            "model": model_name,
+            "trained_with": "libra_jax.train",
+            "seed": seed,
+            "steps": recipe.steps,
+            "recipe": dataclasses.asdict(recipe),
+            "benchmark": dataclasses.asdict(benchmark),
+            "test_accuracy": accuracy,
+            "test_images": test_images,
+            "seconds": round(seconds, 1),
+        }
+        path = save_checkpoint(out, model, params, source=json.dumps(record))
+        log(f"saved {path}")
+    return {"test_accuracy": accuracy, "seconds": seconds, "steps": recipe.steps}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `libra-jax train`."""
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="architecture to train")
+    parser.add_argument("--out", required=True, help="output checkpoint (libra-jax .safetensors)")
+    parser.add_argument("--seed", type=int, default=0, help="parameter-init seed (default 0)")
+    parser.add_argument("--steps", type=int, help=f"training steps (default {Recipe.steps})")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`libra-jax train`: train, save, and print the result as JSON; returns the exit code."""
+    result = train(args.model, seed=args.seed, steps=args.steps, out=args.out)
+    print(json.dumps(result))
+    return 0
