@@ -220,7 +220,7 @@ class BenchmarkConfig:
       image_size: images are (image_size, image_size, 3).
       num_classes: K, the first K entries of `CLASSES` (8 ≤ K ≤ len(CLASSES)).
       min_scale, max_scale: range of the object scale s as a fraction of image_size; an object covers
-        AREA·s² pixels (s = 0.16·64 ≈ 10 px → 210 px).
+        AREA·s² pixels (s = 0.22·64 ≈ 14 px → 400 px).
       min_distractors, max_distractors: number of plain distractors behind the objects.
       max_noise: largest standard deviation of the background's Gaussian pixel noise (0..255 scale).
       dark_luma, light_luma: luminance ranges (0..255, BT.601 luma) of an object's two colours: one
@@ -232,8 +232,8 @@ class BenchmarkConfig:
 
     image_size: int = 64
     num_classes: int = 8
-    min_scale: float = 0.16
-    max_scale: float = 0.25
+    min_scale: float = 0.22
+    max_scale: float = 0.32
     min_distractors: int = 1
     max_distractors: int = 3
     max_noise: float = 8.0
@@ -253,6 +253,7 @@ class BenchmarkConfig:
         if not 0 <= self.min_distractors <= self.max_distractors:
             raise ValueError("need 0 <= min_distractors <= max_distractors")
         for name in ("dark_luma", "light_luma", "background_luma"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # a JSON record gives lists
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi <= 255:
                 raise ValueError(f"{name} must be a range within 0..255, got {(lo, hi)}")
