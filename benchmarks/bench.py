@@ -8,9 +8,16 @@ compiles it (`block_until_ready` around every call; the timed calls interleave t
   floor        jax.grad of the explained probabilities w.r.t. the input images, vanilla rules;
   libra_fullgrad_plus, vanilla fullgrad_plus;
   all single-pass maps the model supports, LibraGrad rules, from one forward/backward pass;
-  torch        (optional) timm's PyTorch model: vanilla input×gradient with autograd, one forward
-               and one backward, weights frozen so that only the input gradient is computed.
-Prints a Markdown table (and appends it to --out) and PASS/MISS lines against the cost targets.
+  libra_legrad over all layers (its own pass: a forward plus one local backward per block);
+  libra_ig     Integrated Gradients, --ig-steps steps (--ig-chunk at a time);
+  memory controls: libra_fullgrad_plus with bf16 compute, with rematerialised blocks, and with the
+               batch evaluated --chunk examples at a time;
+  torch        (--torch) the PyTorch peers of torch_peer.py: timm + autograd input×gradient, and
+               hook-based Libra FullGrad+ (`.detach()` on attention, LN denominator, GELU gate).
+Memory: JAX rows report XLA's buffer assignment of the compiled call (arguments + outputs +
+temporaries); torch rows the peak allocation of one call on a GPU, on a CPU the growth of the
+process's peak RSS during its first call (a lower bound). Prints a Markdown table (and appends it to
+--out), the bf16 deviation from float32, and PASS/MISS lines against the cost targets.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from libra_jax.methods import attribution, fullgrad_plus, libra_fullgrad_plus, maps
+from libra_jax.methods import attribution, fullgrad_plus, libra_fullgrad_plus, libra_legrad, maps
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.viz import write_atomic
 
@@ -42,11 +49,11 @@ GEOMETRIES = {
 }
 """timm ViT geometries (patch 16, 224 px, 1000 classes) built directly, so no hub or loader is needed."""
 
-TARGETS = {"libra_fullgrad_plus": 1.15, "all single-pass (libra)": 1.3}
+TARGETS = {"libra_fullgrad_plus": 1.15, "all single-pass (libra)": 1.3, "libra_legrad": 2.0}
 """Cost targets: the most a variant may take, as a multiple of the floor's median time."""
 
 FLOOR = "floor: jax.grad (vanilla)"
-TORCH = "torch/timm IxG (vanilla autograd)"
+BF16 = "bf16 compute: libra_fullgrad_plus"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,11 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="input validation inside the attribution functions (a host callback under jit)",
     )
-    p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True, help="time the PyTorch/timm peer")
+    p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True, help="time the PyTorch/timm peers")
+    p.add_argument("--ig-steps", type=int, default=50, help="Integrated Gradients steps")
+    p.add_argument("--ig-chunk", type=int, default=None, help="IG steps evaluated at a time (internal_batch_size)")
+    p.add_argument("--chunk", type=int, default=None, help="chunk_size of the chunked row (default: batch // 4)")
     p.add_argument("--out", help="Markdown file to append the results to (written atomically)")
     args = p.parse_args(argv)
-    if args.batch < 1 or args.repeats < 1:
-        p.error("--batch and --repeats must be positive")
+    if args.batch < 1 or args.repeats < 1 or args.ig_steps < 1:
+        p.error("--batch, --repeats and --ig-steps must be positive")
+    args.chunk = args.chunk or max(1, args.batch // 4)
     return args
 
 
@@ -145,39 +156,6 @@ def measure(calls: dict[str, Call], repeats: int) -> dict[str, tuple[float, floa
     return {name: (first[name], statistics.median(times[name])) for name in calls}
 
 
-def torch_peer(name: str, batch: int, dtype: str) -> tuple[Call, str] | None:
-    """timm's model with autograd input×gradient as a `Call`, and a note on device and threads.
-
-    None if torch or timm is missing.
-    """
-    try:
-        import timm
-        import torch
-    except ImportError:
-        return None
-    # XLA's CPU client runs one intra-op thread per available core; give torch the same number
-    threads = len(os.sched_getaffinity(0))
-    torch.set_num_threads(threads)
-    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
-    tdtype = getattr(torch, dtype)
-    model = timm.create_model(name, pretrained=False).eval().to(device, tdtype).requires_grad_(False)
-    x = torch.randn(batch, 3, 224, 224, device=device, dtype=tdtype)
-    y = torch.arange(batch, device=device) % 1000
-
-    def step():
-        xi = x.clone().requires_grad_(True)
-        probs = model(xi).float().softmax(-1)
-        probs.gather(1, y[:, None]).sum().backward()
-        return (xi * xi.grad).sum(1)
-
-    def sync(out):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return out
-
-    return (step, sync), f"torch {device}, torch.set_num_threads({threads})"
-
-
 def version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -185,8 +163,10 @@ def version(package: str) -> str:
         return "not installed"
 
 
-def report(args: argparse.Namespace, results: dict[str, tuple[float, float]], notes: list[str]) -> str:
-    """Markdown: a header, the table (variant, median ms, images/s, × floor, first call s), PASS/MISS lines."""
+def report(
+    args: argparse.Namespace, results: dict[str, tuple[float, float]], memory: dict[str, int], notes: list[str]
+) -> str:
+    """Markdown: a header, the table (variant, median ms, images/s, × floor, memory, first call s), PASS/MISS."""
     floor = results[FLOOR][1]
     geometry = GEOMETRIES[args.model]
     lines = [
@@ -202,12 +182,13 @@ def report(args: argparse.Namespace, results: dict[str, tuple[float, float]], no
         f"median of {args.repeats} calls after one warm-up (compiling) call, variants interleaved",
         *(f"- {note}" for note in notes),
         "",
-        "| variant | median ms | images/s | × floor | first call s |",
-        "|---|---:|---:|---:|---:|",
+        "| variant | median ms | images/s | × floor | peak MiB | first call s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, (first, median) in results.items():
         lines.append(
-            f"| {name} | {median * 1e3:.1f} | {args.batch / median:.1f} | {median / floor:.3f} | {first:.1f} |"
+            f"| {name} | {median * 1e3:.1f} | {args.batch / median:.2f} | {median / floor:.3f} "
+            f"| {memory[name] / 2**20:.0f} | {first:.1f} |"
         )
     lines.append("")
     for name, limit in TARGETS.items():
@@ -217,36 +198,63 @@ def report(args: argparse.Namespace, results: dict[str, tuple[float, float]], no
     return "\n".join(lines) + "\n"
 
 
+def xla_bytes(jitted: Callable, *args) -> int:
+    """Arguments + outputs + temporaries of XLA's buffer assignment for `jitted(*args)` (the compile is cached)."""
+    stats = jax.jit(jitted).lower(*args).compile().memory_analysis()
+    return (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    )
+
+
+def max_deviation(low: jax.Array, ref: jax.Array) -> float:
+    """max |low − ref| / max |ref| over the whole batch."""
+    return float(jnp.abs(low - ref).max() / jnp.abs(ref).max())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     model, params, x, y = build(args.model, args.batch, jnp.dtype(args.dtype))
     single = supported_single_pass(model)
+    check = args.check_inputs
     variants = {
         FLOOR: floor_fn(model),
-        "libra_fullgrad_plus": libra_fullgrad_plus(model, check_inputs=args.check_inputs),
-        "fullgrad_plus (vanilla)": fullgrad_plus(model, check_inputs=args.check_inputs),
-        f"all single-pass (libra): {len(single)} maps": attribution(
-            model, single, rules="libra", check_inputs=args.check_inputs
+        "libra_fullgrad_plus": libra_fullgrad_plus(model, check_inputs=check),
+        "fullgrad_plus (vanilla)": fullgrad_plus(model, check_inputs=check),
+        f"all single-pass (libra): {len(single)} maps": attribution(model, single, rules="libra", check_inputs=check),
+        "libra_legrad (all layers)": libra_legrad(model, layer_index=0, check_inputs=check),
+        f"libra_ig ({args.ig_steps} steps)": attribution(
+            model, "ig", rules="libra", steps=args.ig_steps, internal_batch_size=args.ig_chunk, check_inputs=check
+        ),
+        BF16: libra_fullgrad_plus(model.clone(dtype="bfloat16"), check_inputs=check),
+        "remat: libra_fullgrad_plus": libra_fullgrad_plus(model.clone(remat=True), check_inputs=check),
+        f"chunk_size {args.chunk}: libra_fullgrad_plus": libra_fullgrad_plus(
+            model, check_inputs=check, chunk_size=args.chunk
         ),
     }
-    calls = {
-        name: (functools.partial(jax.jit(fn), params, x, y), jax.block_until_ready) for name, fn in variants.items()
-    }
+    jitted = {name: jax.jit(fn) for name, fn in variants.items()}
+    calls = {name: (functools.partial(fn, params, x, y), jax.block_until_ready) for name, fn in jitted.items()}
     notes = [f"single-pass maps: {', '.join(single)}"]
-    peer = torch_peer(args.model, args.batch, args.dtype) if args.torch else None
-    if peer is not None:
-        calls[TORCH], note = peer
-        notes.append(note)
-    elif args.torch:
-        notes.append("torch peer skipped: torch or timm not installed")
+    torch_memory = {}
+    if args.torch:
+        import torch_peer  # torch only ever enters here
+
+        steps, sync, peak_bytes, note = torch_peer.peers(
+            args.model, args.batch, args.dtype, jax.default_backend() == "gpu"
+        )
+        torch_memory = {name: peak_bytes(step) for name, step in steps.items()}  # before anything else grows the RSS
+        calls |= {name: (step, sync) for name, step in steps.items()}
+        notes.append(note + "; the torch rows' first call follows one memory-measuring call")
     precision = (
         contextlib.nullcontext() if args.precision == "default" else jax.default_matmul_precision(args.precision)
     )
     load_before = os.getloadavg()[0]
     with precision:
         results = measure(calls, args.repeats)
+        memory = {name: xla_bytes(fn, params, x, y) for name, fn in jitted.items()} | torch_memory
+        deviation = max_deviation(jitted[BF16](params, x, y), jitted["libra_fullgrad_plus"](params, x, y))
     notes.append(f"1-min load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
-    text = report(args, results, notes)
+    notes.append(f"bf16 compute, libra_fullgrad_plus: max |bf16 − float32| / max |float32| = {deviation:.2e}")
+    text = report(args, results, memory, notes)
     print("\n" + text, end="")
     if args.out:
         out = pathlib.Path(args.out)

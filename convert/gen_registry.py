@@ -2,15 +2,17 @@
 
     python convert/gen_registry.py [-o libra_jax/models/timm_registry.json]
 
-For every registered timm architecture of the supported families it captures the keyword
-arguments the architecture's entry point passes to timm's model builder, constructs that model on
-the meta device (no memory, no weights) and reads the built modules back into `ViTConfig`
-fields. Each entry is checked before it is written: every module must be one our Flax
-`VisionTransformer` implements, and every timm parameter must map onto a Flax parameter of the
-same shape. Architectures that fail a check are skipped with the reason printed.
+For every registered timm architecture of the supported families (ViT-like: `VisionTransformer`;
+MLP-Mixer / gMixer: `MlpMixer`) it captures the keyword arguments the architecture's entry point
+passes to timm's model builder, constructs that model on the meta device (no memory, no weights)
+and reads the built modules back into the family's config (`ViTConfig` / `MixerConfig`). Each
+entry is checked before it is written: every module must be one our Flax model implements, and
+every timm parameter must map onto a Flax parameter of the same shape. Architectures that fail a
+check are skipped with the reason printed.
 
 Per architecture the JSON holds:
-  config     all `ViTConfig` fields of the architecture as its entry point builds it, before any
+  family     'vit' or 'mixer': which config class / Flax model the entry builds;
+  config     all config fields of the architecture as its entry point builds it, before any
              pretrained-cfg defaults (tuples as lists);
   explicit   which of num_classes / global_pool / in_chans / img_size the entry point sets itself
              (timm lets a pretrained cfg fill in only the ones it does not);
@@ -31,6 +33,7 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -38,13 +41,13 @@ import numpy as np
 import timm
 import torch
 from timm import layers as tl
-from timm.models import _builder, deit, get_pretrained_cfg, vision_transformer
+from timm.models import _builder, deit, get_pretrained_cfg, mlp_mixer, vision_transformer
 
 from libra_jax.checkpoint import flatten, timm_key_to_flax
-from libra_jax.models.config import ViTConfig
-from libra_jax.models.vit import VisionTransformer
+from libra_jax.models import build_model
+from libra_jax.models.config import DataConfig, MixerConfig, ModelConfig, ViTConfig
 
-FAMILIES = re.compile(
+VIT_NAMES = re.compile(
     r"^(deit3?_"  # DeiT, DeiT-3 (LayerScale), DeiT distilled
     r"|flexivit_"
     r"|vit_.*_(clip|siglip)_"  # CLIP towers (incl. quickgelu), SigLIP MAP / GAP
@@ -52,13 +55,15 @@ FAMILIES = re.compile(
     r"|vit_.*_dinov2$"
     r"|vit_[a-z]+_patch\d+_\d+$)"  # plain ViT sizes
 )
+MIXER_NAMES = re.compile(r"^g?mixer_")  # MLP-Mixer, gMixer (not ResMLP / gMLP: other blocks)
 
 # Other modules (eva, beit, ...) build different classes even for vit_* names.
-MODULES = ("vision_transformer", "deit")
+BUILDER_MODULES = (vision_transformer, deit, mlp_mixer)
+MODULES = tuple(m.__name__.rsplit(".", 1)[-1] for m in BUILDER_MODULES)
 PRETRAINED_KEYS = ("input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 DERIVABLE = ("num_classes", "global_pool", "in_chans", "img_size")
 
-SUPPORTED_MODULES = (
+SUPPORTED_VIT_MODULES = (
     vision_transformer.VisionTransformer,
     tl.PatchEmbed,
     vision_transformer.Block,
@@ -81,6 +86,23 @@ SUPPORTED_MODULES = (
     tl.QuickGELU,
 )
 
+SUPPORTED_MIXER_MODULES = (
+    mlp_mixer.MlpMixer,
+    mlp_mixer.MixerBlock,
+    tl.PatchEmbed,
+    tl.Mlp,
+    tl.GluMlp,
+    torch.nn.Conv2d,
+    torch.nn.Linear,
+    torch.nn.LayerNorm,
+    torch.nn.Identity,
+    torch.nn.Dropout,
+    torch.nn.Sequential,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    tl.GELU,
+)
+
 
 class _Captured(Exception):
     def __init__(self, model_cls, model_kwargs: dict, filter_fn):
@@ -96,14 +118,16 @@ def capture_build_args(arch: str) -> _Captured:
         model_kwargs = {k: v for k, v in kwargs.items() if k not in builder_params}
         raise _Captured(model_cls, model_kwargs, kwargs.get("pretrained_filter_fn"))
 
-    saved = vision_transformer.build_model_with_cfg, deit.build_model_with_cfg
-    vision_transformer.build_model_with_cfg = deit.build_model_with_cfg = fake_build
+    saved = [m.build_model_with_cfg for m in BUILDER_MODULES]
+    for m in BUILDER_MODULES:
+        m.build_model_with_cfg = fake_build
     try:
         timm.models.model_entrypoint(arch)(pretrained=False)
     except _Captured as c:
         return c
     finally:
-        vision_transformer.build_model_with_cfg, deit.build_model_with_cfg = saved
+        for m, builder in zip(BUILDER_MODULES, saved, strict=True):
+            m.build_model_with_cfg = builder
     raise ValueError(f"{arch} did not call build_model_with_cfg")
 
 
@@ -120,15 +144,21 @@ def act_name(act: torch.nn.Module) -> str:
     raise ValueError(f"unsupported activation {type(act).__name__}")
 
 
-def check_modules(model: torch.nn.Module) -> None:
-    """Raise ValueError naming the first module our Flax model cannot reproduce."""
+def check_norms(model: torch.nn.Module) -> None:
+    """Raise ValueError for a LayerNorm without affine weight and bias (ours always have both)."""
     for name, m in model.named_modules():
-        if type(m) not in SUPPORTED_MODULES and not (
+        if isinstance(m, torch.nn.LayerNorm) and (not m.elementwise_affine or m.bias is None):
+            raise ValueError(f"{name} is a LayerNorm without affine weight and bias")
+
+
+def check_vit_modules(model: torch.nn.Module) -> None:
+    """Raise ValueError naming the first module our Flax ViT cannot reproduce."""
+    check_norms(model)
+    for name, m in model.named_modules():
+        if type(m) not in SUPPORTED_VIT_MODULES and not (
             type(m).__name__ == "VisionTransformerDistilled" or isinstance(m, torch.nn.LayerNorm)
         ):
             raise ValueError(f"module {name or '<root>'} is a {type(m).__name__}")
-        if isinstance(m, torch.nn.LayerNorm) and (not m.elementwise_affine or m.bias is None):
-            raise ValueError(f"{name} is a LayerNorm without affine weight and bias")
     if getattr(model, "pool_include_prefix", False):
         raise ValueError("pool_include_prefix=True")
     if not isinstance(model.patch_embed.norm, torch.nn.Identity) or not model.patch_embed.flatten:
@@ -138,8 +168,20 @@ def check_modules(model: torch.nn.Module) -> None:
         raise ValueError("attention pool with several latents / pos embed / non-token pooling")
 
 
-def to_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
-    """Read the built timm model back into a ViTConfig."""
+def check_mixer_modules(model: torch.nn.Module) -> None:
+    """Raise ValueError naming the first module our Flax MlpMixer cannot reproduce."""
+    check_norms(model)
+    for name, m in model.named_modules():
+        if type(m) not in SUPPORTED_MIXER_MODULES:
+            raise ValueError(f"module {name or '<root>'} is a {type(m).__name__}")
+        if isinstance(m, tl.GluMlp) and not m.gate_last:
+            raise ValueError(f"{name} is a GluMlp with the gate in the first half (gate_last=False)")
+    if not isinstance(model.stem.norm, torch.nn.Identity) or not model.stem.flatten:
+        raise ValueError("stem has a norm or keeps the spatial layout")
+
+
+def vit_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
+    """Read the built timm ViT back into a ViTConfig."""
     b0 = model.blocks[0]
     not_id = lambda m: not isinstance(m, torch.nn.Identity)  # noqa: E731
     mlp_ratio = float(kwargs.get("mlp_ratio", 4.0))
@@ -181,12 +223,56 @@ def to_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
     )
 
 
-def check_shapes(model_cls, kwargs: dict, config: ViTConfig) -> None:
-    """Every timm parameter of a depth-2 build maps onto a Flax parameter of the same shape."""
+def mixer_config(model: torch.nn.Module, kwargs: dict) -> MixerConfig:
+    """Read the built timm MlpMixer back into a MixerConfig."""
+    b0 = model.blocks[0]
+    mlp_layer = {tl.Mlp: "mlp", tl.GluMlp: "glu"}[type(b0.mlp_tokens)]
+    default_ratio = inspect.signature(type(model)).parameters["mlp_ratio"].default
+    config = MixerConfig(
+        img_size=tuple(model.stem.img_size),
+        patch_size=tuple(model.stem.patch_size),
+        in_chans=model.stem.proj.in_channels,
+        num_classes=model.num_classes,
+        num_blocks=len(model.blocks),
+        embed_dim=model.embed_dim,
+        mlp_ratio=kwargs.get("mlp_ratio", default_ratio),
+        mlp_layer=mlp_layer,
+        act=act_name(b0.mlp_tokens.act),
+        norm_eps=float(b0.norm1.eps),
+        global_pool=model.global_pool,
+    )
+    hidden = (b0.mlp_tokens.fc1.out_features, b0.mlp_channels.fc1.out_features)
+    if config.mlp_hidden != hidden:
+        raise ValueError(f"mlp hidden widths {hidden} != int(embed_dim * {config.mlp_ratio})")
+    return config
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """How to recognise, check and read one timm model family."""
+
+    names: re.Pattern
+    check: Callable[[torch.nn.Module], None]  # raises ValueError for what our Flax model lacks
+    read: Callable[[torch.nn.Module, dict], ModelConfig]  # built timm model + its kwargs → config
+    shallow: dict  # kwargs (= config fields) of a 2-block build, for the parameter-shape check
+
+
+FAMILIES = {
+    "vit": Family(VIT_NAMES, check_vit_modules, vit_config, {"depth": 2}),
+    "mixer": Family(MIXER_NAMES, check_mixer_modules, mixer_config, {"num_blocks": 2}),
+}
+
+
+def family_of(arch: str) -> str | None:
+    return next((name for name, fam in FAMILIES.items() if fam.names.match(arch)), None)
+
+
+def check_shapes(model_cls, kwargs: dict, config: ModelConfig, shallow: dict) -> None:
+    """Every timm parameter of a 2-block build maps onto a Flax parameter of the same shape."""
     with torch.device("meta"):
-        small = model_cls(**{**kwargs, "depth": 2})
-    cfg = config.replace(depth=2)
-    model = VisionTransformer(cfg)
+        small = model_cls(**{**kwargs, **shallow})
+    cfg = config.replace(**shallow)
+    model = build_model(cfg, DataConfig())
     image = jax.ShapeDtypeStruct((*cfg.img_size, cfg.in_chans), np.float32)
     params = jax.eval_shape(model.init, jax.random.key(0), image)["params"]
     want = {k: tuple(v.shape) for k, v in flatten(params).items()}
@@ -207,17 +293,19 @@ def pretrained_entry(cfg: dict) -> dict:
     return entry
 
 
-def config_json(config: ViTConfig) -> dict:
+def config_json(config: ModelConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def registry_entry(arch: str) -> dict:
+    family = family_of(arch)
+    fam = FAMILIES[family]
     captured = capture_build_args(arch)
     with torch.device("meta"):
         model = captured.model_cls(**captured.model_kwargs)
-    check_modules(model)
-    config = to_config(model, captured.model_kwargs)
-    check_shapes(captured.model_cls, captured.model_kwargs, config)
+    fam.check(model)
+    config = fam.read(model, captured.model_kwargs)
+    check_shapes(captured.model_cls, captured.model_kwargs, config, fam.shallow)
     filt = captured.filter_fn
     filt_kw = filt.keywords if isinstance(filt, functools.partial) else {}
     tags = {}
@@ -232,6 +320,7 @@ def registry_entry(arch: str) -> dict:
     default = get_pretrained_cfg(arch)
     default_tag = default.tag if default is not None and tags else None
     return {
+        "family": family,
         "config": config_json(config),
         "explicit": [k for k in DERIVABLE if k in captured.model_kwargs],
         "resample": [filt_kw.get("interpolation", "bicubic"), filt_kw.get("antialias", True)],
@@ -247,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     models, skipped = {}, {}
-    for arch in sorted(a for a in timm.list_models(module=MODULES) if FAMILIES.match(a)):
+    for arch in sorted(a for a in timm.list_models(module=MODULES) if family_of(a)):
         try:
             models[arch] = registry_entry(arch)
         except ValueError as e:

@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 import jax
 import numpy as np
 
-from libra_jax.models.config import ViTConfig
+from libra_jax.models.config import ModelConfig
 from libra_jax.models.layers import default_kernel_init
 from libra_jax.resize import interpolation_matrix, resize
 
@@ -80,7 +80,7 @@ def square_grid(num_tokens: int) -> tuple[int, int]:
     return side, side
 
 
-def _fresh_head(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
+def _fresh_head(config: ModelConfig, seed: int) -> dict[str, np.ndarray]:
     """timm-layout head weights initialised like our Linear (truncated normal 0.02, zero bias)."""
     kernel = default_kernel_init(jax.random.key(seed), (config.embed_dim, config.num_classes))
     return {"weight": np.asarray(kernel).T.copy(), "bias": np.zeros(config.num_classes, np.float32)}
@@ -88,7 +88,7 @@ def _fresh_head(config: ViTConfig, seed: int) -> dict[str, np.ndarray]:
 
 def adapt_state_dict(
     state: Mapping[str, np.ndarray],
-    config: ViTConfig,
+    config: ModelConfig,
     *,
     source_img_size: tuple[int, int],
     resample: tuple[str, bool] = ("bicubic", True),
@@ -130,7 +130,7 @@ def adapt_state_dict(
             out["pos_embed"] = resample_pos_embed(pos, config.grid_size, old_grid, prefix, method, antialias)
 
     if "num_classes" in overrides:
-        for seed, head in enumerate(HEADS[: 1 + config.dist_token]):
+        for seed, head in enumerate(HEADS[: 1 + getattr(config, "dist_token", False)]):  # Mixers: one head
             weight = out.get(f"{head}.weight")
             if weight is None or (config.num_classes and weight.shape[0] == config.num_classes):
                 continue

@@ -35,8 +35,9 @@ SUFFIX_RULES: dict[tuple[str, int], tuple[str, Callable[[np.ndarray], np.ndarray
 # timm module segments that are containers, whose child index joins with an underscore.
 INDEXED_CONTAINERS = ("blocks",)
 
-# timm wraps the patch-embed conv in a `proj` submodule; our conv is the module itself.
-MODULE_RENAMES = {"patch_embed.proj": "patch_embed"}
+# timm wraps the patch-embed conv (ViT `patch_embed`, MLP-Mixer `stem`) in a `proj` submodule;
+# our conv is the module itself.
+MODULE_RENAMES = {"patch_embed.proj": "patch_embed", "stem.proj": "stem"}
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:

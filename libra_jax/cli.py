@@ -26,10 +26,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from libra_jax import demo, evaluate, hub, registry, train, viz
+from libra_jax.data.sources import open_source
 from libra_jax.loading import load
-from libra_jax.methods import attribution, resolve_method
 from libra_jax.preprocess import preprocess
 from libra_jax.rules import PRESETS
+from libra_jax.run import RunOptions, distributed, run_dataset, step
 
 
 class UserError(Exception):
@@ -101,23 +102,11 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_methods(names: Sequence[str], rules: str | None) -> dict[str, tuple[str, str]]:
-    """User-facing method names → {name: (method, preset)}, duplicates dropped.
-
-    `rules` overrides the preset of plain names ('gradcam'); a name that implies another preset
-    ('libra_gradcam', 'attnlrp') conflicts with it.
-    """
-    out = {}
-    for name in dict.fromkeys(names):
-        try:
-            method, preset = resolve_method(name)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        if rules is not None:
-            if preset not in ("vanilla", rules):
-                raise UserError(f"method {name!r} implies the {preset!r} rules, which conflicts with --rules {rules}")
-            preset = rules
-        out[name] = (method, preset)
-    return out
+    """User-facing method names → {name: (method, preset)} (see `libra_jax.run.step.resolve_methods`)."""
+    try:
+        return step.resolve_methods(names, rules)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def read_image(path: str) -> np.ndarray:
@@ -169,25 +158,10 @@ def explainer(model, methods: dict[str, tuple[str, str]]) -> Callable:
 
     Methods under the same preset share one forward/backward pass; each further preset adds its own.
     """
-    by_preset: dict[str, dict[str, str]] = {}
-    for name, (method, preset) in methods.items():
-        by_preset.setdefault(preset, {})[name] = method
     try:
-        fns = {
-            preset: attribution(model, list(dict.fromkeys(names.values())), rules=preset)
-            for preset, names in by_preset.items()
-        }
+        return jax.jit(step.combined_attribution(model, methods))
     except ValueError as e:  # e.g. an attention method on a model without a class token
         raise UserError(str(e)) from None
-
-    def run(params, x, y):
-        out = {}
-        for preset, names in by_preset.items():
-            maps = fns[preset](params, x, y)
-            out |= {name: maps[method] for name, method in names.items()}
-        return out
-
-    return jax.jit(run)
 
 
 def display_images(model, x: np.ndarray) -> np.ndarray:
@@ -252,7 +226,80 @@ def overlay_grid(
     return viz.grid(rows, labels)
 
 
+# ---------------------------------------------------------------- run
+
+
+def target_arg(text: str) -> str | int:
+    """'top1' | 'label' | a class index."""
+    if text in step.TARGETS:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected top1, label or a class index, got {text!r}") from None
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="synthetic_vit",
+        help=f"timm name, libra-jax checkpoint file, or {' / '.join(evaluate.EMBEDDED)} (default synthetic_vit)",
+    )
+    p.add_argument("--checkpoint", help="local weights for the named architecture")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="folder:PATH, list:FILE ('PATH [LABEL]' per line), imagenet:PATH, imagenet-s:PATH, imagenet-seg:PATH,"
+        " benchmark[:SPLIT], or an existing folder / list file",
+    )
+    p.add_argument(
+        "--method",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="attribution method(s), all computed per batch (default: libra_fullgrad_plus)",
+    )
+    p.add_argument("--rules", choices=sorted(PRESETS), help="run every plain method name under this rule preset")
+    p.add_argument("--target", type=target_arg, default="top1", help="class explained: top1, label or an index")
+    p.add_argument("--out", required=True, help="output folder (shards/, manifest.json); rerun to resume")
+    p.add_argument("--batch", type=int, default=64, help="images per batch, over all devices (default 64)")
+    p.add_argument("--shard-size", type=int, help="images per shard file, a multiple of --batch (default 16 batches)")
+    p.add_argument("--limit", type=int, help="only the first N images (the benchmark's size; default 1000 there)")
+    p.add_argument("--prefetch", type=int, default=2, help="batches decoded ahead on a background thread (0: off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--class-map", help="imagenet-s: ImageNet-S id → ImageNet-1k index JSON file")
+    group = p.add_argument_group("several processes (hosts): run the same command once per process")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, help="number of processes")
+    group.add_argument("--process-id", type=int, help="this process's id, 0..num-processes-1")
+
+
+def run_attributions(args: argparse.Namespace) -> int:
+    """Attribute a whole dataset into shards + manifest (resumable); see docs/run.md."""
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)  # before any device use
+    methods = resolve_methods(args.method or ["libra_fullgrad_plus"], args.rules)
+    options = RunOptions(
+        batch_size=args.batch,
+        shard_size=args.shard_size or 16 * args.batch,
+        target=args.target,
+        limit=args.limit,
+        prefetch=args.prefetch,
+        progress=not args.no_progress,
+    )
+    model, params, bench = evaluate.load_model(args.model, args.checkpoint)
+    kwargs = {"class_map": args.class_map} if args.class_map else {}
+    dataset = open_source(args.data, model.data_config, bench, size=args.limit or 1000, **kwargs)
+    provenance = {"model": args.model, "checkpoint": args.checkpoint, "data": args.data}
+    manifest = run_dataset(model, params, dataset, methods, args.out, options, provenance=provenance)
+    if jax.process_index() == 0:
+        print(f"attributed {manifest['num_attributed']} images with {', '.join(methods)}: {args.out}/manifest.json")
+        for entry in manifest["skipped"]:
+            print(f"skipped {entry['path']}: {entry['reason']}", file=sys.stderr)
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
+
 
 def _user_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Report bad paths and values from a subcommand as one-line user errors."""
@@ -277,6 +324,11 @@ COMMANDS: dict[str, Command] = {
         "method × preset table: faithfulness, segmentation, class discrimination, completeness",
         evaluate.add_evaluate_arguments,
         _user_errors(functools.partial(evaluate.run_evaluate, error=UserError)),
+    ),
+    "run": Command(
+        "attribute a whole dataset with several methods into resumable .npz shards + a manifest (multi-device)",
+        add_run_arguments,
+        _user_errors(run_attributions),
     ),
     "train": Command(
         "train a small model on the synthetic benchmark (reproduces the embedded checkpoints)",

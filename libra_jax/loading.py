@@ -6,8 +6,9 @@
     model, params = load("converted.safetensors")                                   # libra-jax file
     logits, aux = model.apply({"params": params}, images)
 
-Every path ends in the same steps: build `VisionTransformer(config, data_config)`, adapt the timm
-state dict to it (`libra_jax.adapt`), and map keys with the strict, diffing `timm_to_params`.
+Every path ends in the same steps: build the family's model (`VisionTransformer` or `MlpMixer`, from
+the config), adapt the timm state dict to it (`libra_jax.adapt`), and map keys with the strict,
+diffing `timm_to_params`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 from libra_jax import hub, registry
 from libra_jax.adapt import adapt_state_dict
 from libra_jax.checkpoint import params_to_timm, timm_to_params, unflatten
-from libra_jax.models.config import DataConfig, ViTConfig
-from libra_jax.models.vit import VisionTransformer
+from libra_jax.models import MlpMixer, VisionTransformer, build_model
+from libra_jax.models.config import DataConfig, ModelConfig
 from libra_jax.serialization import TORCH_SUFFIXES, is_libra_checkpoint, read_libra_checkpoint, read_state_dict
 
 FILE_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
@@ -36,12 +37,12 @@ FILE_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
 class _Source:
     """Everything needed to build the model and convert its weights."""
 
-    config: ViTConfig
+    config: ModelConfig
     data_config: DataConfig
     state: Mapping[str, np.ndarray]  # timm key → array
     source_img_size: tuple[int, int]  # image size the weights were trained at
     resample: tuple[str, bool]
-    overrides: Collection[str]  # ViTConfig fields the caller set
+    overrides: Collection[str]  # config fields the caller set
     description: str
 
 
@@ -68,7 +69,7 @@ def _from_libra_file(path: Path, model_kwargs: Mapping) -> _Source:
             f" name it: load('<timm model name>', checkpoint={str(path)!r})"
         )
     ck = read_libra_checkpoint(path)
-    overrides = registry.timm_kwargs_to_config(model_kwargs)
+    overrides = registry.timm_kwargs_to_config(model_kwargs, type(ck.config))
     config = ck.config.replace(**overrides)
     data_config = dataclasses.replace(ck.data_config, input_size=config.img_size)
     state = params_to_timm(unflatten(ck.params))
@@ -76,7 +77,6 @@ def _from_libra_file(path: Path, model_kwargs: Mapping) -> _Source:
 
 
 def _from_name(name: str, checkpoint: str | os.PathLike | None, cache_dir, model_kwargs: Mapping) -> _Source:
-    overrides = set(registry.timm_kwargs_to_config(model_kwargs))
     ref = hub.parse_hub_name(name)
     if ref is not None:
         # An HF repo describes itself: its config.json names the architecture and its cfg.
@@ -95,6 +95,7 @@ def _from_name(name: str, checkpoint: str | os.PathLike | None, cache_dir, model
             if hf_cfg is not None:
                 _, pretrained_cfg, model_args = hub.parse_timm_config(hf_cfg)
                 spec = registry.resolve(name, pretrained_cfg=pretrained_cfg, model_args=model_args, **model_kwargs)
+    overrides = set(registry.timm_kwargs_to_config(model_kwargs, type(spec.config)))
     source_img_size = spec.source_config.img_size
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -114,8 +115,8 @@ def load(
     strict: bool = True,
     cache_dir: str | os.PathLike | None = None,
     **model_kwargs,
-) -> tuple[VisionTransformer, dict]:
-    """Build a timm-compatible ViT and load its weights, like `timm.create_model(name, pretrained=True)`.
+) -> tuple[VisionTransformer | MlpMixer, dict]:
+    """Build a timm-compatible ViT / MLP-Mixer and load its weights, like `timm.create_model(name, pretrained=True)`.
 
     Args:
       name_or_path: one of
@@ -131,11 +132,13 @@ def load(
         shape mismatches always raise.
       cache_dir: HF cache directory (default: HF_HUB_CACHE).
       **model_kwargs: timm-style model overrides (depth=4, num_classes=10, img_size=112,
-        patch_size=..., act_layer=...). Position and patch embeddings are resampled to a new
-        img_size / patch_size as timm does; with num_classes set, a classifier of another size is
+        patch_size=..., act_layer=...; MLP-Mixer: num_blocks=4, mlp_ratio=...). ViT position and
+        patch embeddings are resampled to a new img_size / patch_size as timm does (a Mixer's token
+        MLP fixes its token count); with num_classes set, a classifier of another size is
         re-initialised (with a warning).
     Returns:
-      (VisionTransformer(config, data_config), params): params a nested dict of float32 jax arrays.
+      (model, params): a `VisionTransformer` or `MlpMixer` (with `config` and `data_config`) and a nested
+      dict of float32 jax arrays.
     Raises:
       libra_jax.registry.UnknownModelError, libra_jax.hub.HubError,
       libra_jax.checkpoint.CheckpointMismatchError (message lists every missing / unexpected /
@@ -151,7 +154,7 @@ def load(
     else:
         src = _from_name(name, checkpoint, cache_dir, model_kwargs)
 
-    model = VisionTransformer(src.config, src.data_config)
+    model = build_model(src.config, src.data_config)
     image = jax.ShapeDtypeStruct((*src.config.img_size, src.config.in_chans), jnp.float32)
     expected = jax.eval_shape(model.init, jax.random.key(0), image)["params"]
     state, notes = adapt_state_dict(

@@ -1,4 +1,4 @@
-"""timm model names → `ViTConfig` + `DataConfig`, mirroring `timm.create_model(name, **kwargs)`.
+"""timm model names → model config (`ViTConfig` / `MixerConfig`) + `DataConfig`, like `timm.create_model`.
 
 The table `models/timm_registry.json` is generated from timm by `convert/gen_registry.py` (this
 module needs neither torch nor timm). A name is `<architecture>[.<pretrained tag>]`, e.g.
@@ -20,11 +20,9 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from libra_jax.models.config import DataConfig, ViTConfig
+from libra_jax.models.config import CONFIG_CLASSES, DataConfig, ModelConfig, ViTConfig
 
 REGISTRY_FILE = Path(__file__).parent / "models" / "timm_registry.json"
-
-CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(ViTConfig))
 
 # timm constructor kwargs with no effect on an eval-mode forward at the configured size.
 IGNORED_TIMM_KWARGS = frozenset(
@@ -39,6 +37,7 @@ IGNORED_TIMM_KWARGS = frozenset(
         "fix_init",
         # A dynamic-size timm model resamples pos_embed per input; at img_size that is the identity.
         "dynamic_img_size",
+        "nlhb",  # MLP-Mixer head-bias init
     }
 )
 
@@ -57,7 +56,7 @@ class ModelSpec:
     Attributes:
       arch: timm architecture name.
       tag: pretrained tag (None for architectures without pretrained weights).
-      config: the model to build (kwargs applied).
+      config: the model to build (kwargs applied); its class names the family.
       source_config: the architecture as its pretrained weights were saved (kwargs not applied),
         used to recognise the checkpoint's position-embedding grid.
       data_config: preprocessing of the pretrained weights, input_size = config.img_size.
@@ -67,8 +66,8 @@ class ModelSpec:
 
     arch: str
     tag: str | None
-    config: ViTConfig
-    source_config: ViTConfig
+    config: ModelConfig
+    source_config: ModelConfig
     data_config: DataConfig
     hf_hub_id: str | None
     resample: tuple[str, bool]
@@ -104,15 +103,17 @@ def _entry(arch: str) -> dict:
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise UnknownModelError(
             f"unknown model architecture {arch!r}.{hint} libra-jax covers timm's ViT, DeiT/DeiT-3, FlexiViT, CLIP,"
-            " SigLIP, register and DINOv2 families; libra_jax.registry.list_models() lists them all."
+            " SigLIP, register, DINOv2 and MLP-Mixer / gMixer families; libra_jax.registry.list_models() lists them"
+            " all."
         ) from None
 
 
-def timm_kwargs_to_config(kwargs: Mapping) -> dict:
-    """Translate timm `VisionTransformer` kwargs (or `ViTConfig` field names) to `ViTConfig` fields.
+def timm_kwargs_to_config(kwargs: Mapping, config_cls: type[ModelConfig] = ViTConfig) -> dict:
+    """Translate timm model kwargs (or config field names) to fields of `config_cls`.
 
     Raises ValueError for kwargs libra-jax cannot honour (e.g. a custom norm_layer or block_fn).
     """
+    fields = {f.name for f in dataclasses.fields(config_cls)}
     out = {}
     for key, value in kwargs.items():
         if key in IGNORED_TIMM_KWARGS:
@@ -123,11 +124,11 @@ def timm_kwargs_to_config(kwargs: Mapping) -> dict:
             out["act"] = ACT_NAMES[value]
         elif key == "pos_embed" and isinstance(value, str):
             out["pos_embed"] = value == "learn"  # timm: 'learn' | 'none' | ''
-        elif key in CONFIG_FIELDS:
+        elif key in fields:
             out[key] = value
         else:
             raise ValueError(
-                f"unsupported model kwarg {key!r}; libra-jax accepts the ViTConfig fields {sorted(CONFIG_FIELDS)}"
+                f"unsupported model kwarg {key!r}; libra-jax accepts the {config_cls.__name__} fields {sorted(fields)}"
                 f" and act_layer, and ignores {sorted(IGNORED_TIMM_KWARGS)}"
             )
     return out
@@ -175,10 +176,11 @@ def resolve(
             close = difflib.get_close_matches(tag, list(entry["tags"]), n=5, cutoff=0.5) or list(entry["tags"])
             raise UnknownModelError(f"unknown pretrained tag {tag!r} for {arch}; available: {', '.join(close)}")
         pretrained_cfg = entry["tags"].get(tag, {}) if tag else {}
+    config_cls = CONFIG_CLASSES[entry["family"]]
     defaults = {k: v for k, v in pretrained_defaults(pretrained_cfg).items() if k not in entry["explicit"]}
-    source = {**entry["config"], **defaults, **timm_kwargs_to_config(model_args or {})}
-    source_config = ViTConfig(**source)
-    config = ViTConfig(**{**source, **timm_kwargs_to_config(kwargs)})
+    source = {**entry["config"], **defaults, **timm_kwargs_to_config(model_args or {}, config_cls)}
+    source_config = config_cls(**source)
+    config = config_cls(**{**source, **timm_kwargs_to_config(kwargs, config_cls)})
     data_config = dataclasses.replace(
         DataConfig.from_pretrained_cfg(dict(pretrained_cfg), config.img_size), input_size=config.img_size
     )

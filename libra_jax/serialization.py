@@ -10,8 +10,8 @@ One `.safetensors` file:
 * metadata (safetensors' string → string header map):
     format       'libra-jax'
     version      '1'
-    family       'vit' (the model class: `libra_jax.models.VisionTransformer`)
-    config       JSON object of every `ViTConfig` field (tuples as lists)
+    family       'vit' or 'mixer' (the model class: `libra_jax.models.VisionTransformer` / `MlpMixer`)
+    config       JSON object of every field of the family's config (`ViTConfig` / `MixerConfig`; tuples as lists)
     data_config  JSON object of every `DataConfig` field
     source       where the weights came from (timm name, HF repo or file), informational.
 
@@ -36,12 +36,11 @@ import safetensors
 import safetensors.numpy
 
 from libra_jax.checkpoint import flatten
-from libra_jax.models.config import DataConfig, ViTConfig
-from libra_jax.models.vit import VisionTransformer
+from libra_jax.models import MODEL_CLASSES, MlpMixer, VisionTransformer
+from libra_jax.models.config import CONFIG_CLASSES, DataConfig, ModelConfig
 
 FORMAT = "libra-jax"
 VERSION = "1"
-FAMILY = "vit"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 
 
@@ -53,7 +52,7 @@ class CheckpointFileError(ValueError):
 class LibraCheckpoint:
     """A libra-jax checkpoint read from disk: flat params {'a/b/c': float32 array} + configs."""
 
-    config: ViTConfig
+    config: ModelConfig
     data_config: DataConfig
     params: dict[str, np.ndarray]
     source: str
@@ -63,26 +62,31 @@ def _config_json(config) -> str:
     return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()})
 
 
-def save_checkpoint(path: str | os.PathLike, model: VisionTransformer, params: Mapping, *, source: str = "") -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: VisionTransformer | MlpMixer, params: Mapping, *, source: str = ""
+) -> Path:
     """Write `params` of `model` as a libra-jax checkpoint (format in this module's docstring).
 
     Args:
       path: destination file (conventionally `*.safetensors`); parent directories must exist.
-      model: the `VisionTransformer` the params belong to (its config and data_config are stored).
+      model: the model (`VisionTransformer` / `MlpMixer`) the params belong to (its config and
+        data_config are stored).
       params: the Flax params tree (jax or numpy arrays; a {'params': ...} wrapper is accepted).
       source: where the weights came from, kept in the metadata.
     Returns:
       The path written.
     """
-    if not isinstance(model, VisionTransformer):
-        raise TypeError(f"save_checkpoint expects a libra_jax VisionTransformer, got {type(model).__name__}")
+    if not isinstance(model, tuple(MODEL_CLASSES.values())):
+        raise TypeError(
+            f"save_checkpoint expects a libra_jax model ({sorted(MODEL_CLASSES)}), got {type(model).__name__}"
+        )
     if set(params) == {"params"}:
         params = params["params"]
     tensors = {k: np.ascontiguousarray(jax.device_get(v), dtype=np.float32) for k, v in flatten(params).items()}
     metadata = {
         "format": FORMAT,
         "version": VERSION,
-        "family": FAMILY,
+        "family": model.config.family,
         "config": _config_json(model.config),
         "data_config": _config_json(model.data_config),
         "source": str(source),
@@ -126,13 +130,14 @@ def read_libra_checkpoint(path: str | os.PathLike) -> LibraCheckpoint:
     meta = _safetensors_metadata(path)
     if meta.get("format") != FORMAT:
         raise CheckpointFileError(f"{path} is not a libra-jax checkpoint (metadata format={meta.get('format')!r})")
-    if meta.get("version") != VERSION or meta.get("family") != FAMILY:
+    family = meta.get("family")
+    if meta.get("version") != VERSION or family not in CONFIG_CLASSES:
         raise CheckpointFileError(
-            f"{path} is a libra-jax checkpoint of version {meta.get('version')!r} / family {meta.get('family')!r};"
-            f" this libra-jax reads version {VERSION!r} / family {FAMILY!r}"
+            f"{path} is a libra-jax checkpoint of version {meta.get('version')!r} / family {family!r};"
+            f" this libra-jax reads version {VERSION!r} / families {sorted(CONFIG_CLASSES)}"
         )
     try:
-        config = ViTConfig(**json.loads(meta["config"]))
+        config = CONFIG_CLASSES[family](**json.loads(meta["config"]))
         data_config = DataConfig(**json.loads(meta["data_config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointFileError(f"{path}: malformed libra-jax metadata ({e})") from e

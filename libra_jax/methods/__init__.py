@@ -39,6 +39,14 @@ libra_ig = named("ig", "libra")
 ig_tokenspace_paper = named("ig_tokenspace_paper", "vanilla")
 smoothgrad = named("smoothgrad", "vanilla")
 libra_smoothgrad = named("smoothgrad", "libra")
+legrad = named("legrad", "vanilla")
+libra_legrad = named("legrad", "libra")
+transformer_attribution = named("transformer_attribution", "vanilla")
+libra_transformer_attribution = named("transformer_attribution", "libra")
+attn_gradcam = named("attn_gradcam", "vanilla")
+libra_attn_gradcam = named("attn_gradcam", "libra")
+full_lrp = named("full_lrp", "vanilla")
+partial_lrp = named("partial_lrp", "vanilla")
 attnlrp = named("ixg", "attnlrp")
 cp_lrp = named("ixg", "cp_lrp")
 decompx = named("ixg", "decompx")
@@ -78,6 +86,14 @@ __all__ = [
     "ig_tokenspace_paper",
     "smoothgrad",
     "libra_smoothgrad",
+    "legrad",
+    "libra_legrad",
+    "transformer_attribution",
+    "libra_transformer_attribution",
+    "attn_gradcam",
+    "libra_attn_gradcam",
+    "full_lrp",
+    "partial_lrp",
     "attnlrp",
     "cp_lrp",
     "decompx",

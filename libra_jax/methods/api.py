@@ -10,9 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from libra_jax import validate
-from libra_jax.methods import core, maps
-from libra_jax.methods.integrated import MULTI_PASS
+from libra_jax.methods import core, integrated, legrad, lrp, maps
 from libra_jax.rules import PRESETS, Rules, get_rules
+
+MULTI_PASS = {**integrated.MULTI_PASS, **lrp.MULTI_PASS, **legrad.MULTI_PASS}
+"""Methods that run their own passes: fn(model, params, x, y, rules, target, **options) per example."""
 
 METHODS = (*maps.SINGLE_PASS, *MULTI_PASS)
 """Every method name `attribution` accepts."""
@@ -46,6 +48,7 @@ def attribution(
     target: str | Callable | None = None,
     return_tokens: bool = False,
     check_inputs: bool = True,
+    chunk_size: int | None = None,
     **options,
 ) -> Callable:
     """Build a pure attribution function `fn(params, x, y)`.
@@ -59,14 +62,19 @@ def attribution(
         `f(logits (K,), y) -> scalar` for one example; default: the preset's.
       return_tokens: return (B, N) token maps including prefix tokens instead of (B, gh, gw).
       check_inputs: validate shapes, NaN/inf and class indices (a host callback under jit).
+      chunk_size: evaluate the batch `chunk_size` examples at a time (`jax.lax.map`), so peak
+        memory is that of one chunk; the maps are the same as unchunked. None: the whole batch at once.
       **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
         rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
     Returns:
       fn(params, x, y): x (B, H, W, C) normalised NHWC float; y int (B,) class indices, or
       (B, K) class weights, or (B, T) / (B, T, K) for T targets per image (one forward, the
       backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw)
-      map (or a dict of them for a list of methods). Works under `jax.jit` and `jax.vmap`.
+      map (or a dict of them for a list of methods), float32 whatever the model's compute dtype.
+      Works under `jax.jit` and `jax.vmap`.
     """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size}")
     names = [method] if isinstance(method, str) else list(method)
     if not names:
         raise ValueError("no method requested")
@@ -121,7 +129,11 @@ def attribution(
             if not callable(target):
                 validate.check_targets(y, cfg.num_classes, x.shape[0])
         multi = (not callable(target)) and y.ndim == (2 if jnp.issubdtype(y.dtype, jnp.integer) else 3)
-        out = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
+        if chunk_size is None:
+            out = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
+        else:  # vmapped within a chunk, sequential over chunks (a remainder chunk is vmapped on its own)
+            out = jax.lax.map(lambda xy: per_example(params, *xy, multi), (x, y), batch_size=chunk_size)
+        out = jax.tree.map(core.to_float32, out)
         if not return_tokens:
             out = {k: to_grid(v, cfg) for k, v in out.items()}
         return out[names[0]] if isinstance(method, str) else out

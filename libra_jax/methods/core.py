@@ -98,4 +98,10 @@ def single_pass(model, params, x: jax.Array, y, rules: Rules, target: Target, mu
     }
     if "pool_attn" in aux:
         record["pool_attn"] = aux["pool_attn"]
-    return record
+    return jax.tree.map(to_float32, record)  # maps accumulate in float32 even when the model computes in bf16
+
+
+def to_float32(a: jax.Array) -> jax.Array:
+    """Floating arrays narrower than float32 → float32 (float32 and wider, and integers, unchanged)."""
+    a = jnp.asarray(a)
+    return a.astype(jnp.promote_types(a.dtype, jnp.float32)) if jnp.issubdtype(a.dtype, jnp.floating) else a

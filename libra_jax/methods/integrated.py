@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from libra_jax.methods.core import Target
+from libra_jax.methods.core import Target, to_float32
 from libra_jax.rules import Rules
 
 
@@ -20,7 +20,8 @@ def _token_gradients(model, params, h_points, y, rules: Rules, target: Target, i
     def grad_at(h):
         return jax.grad(lambda t: target(model.apply({"params": params}, t, rules, method="forward_tokens")[0], y))(h)
 
-    return jax.lax.map(grad_at, h_points, batch_size=internal_batch_size)
+    # stored in the compute dtype, averaged over the steps in float32
+    return to_float32(jax.lax.map(grad_at, h_points, batch_size=internal_batch_size))
 
 
 def _ig_alphas(steps: int, dtype) -> jax.Array:

@@ -18,13 +18,21 @@ def ixg_layers(rec: dict) -> list[jax.Array]:
 
 
 def bias_groups(rec: dict, model) -> dict:
-    """Per-token bias maps summed by FullGrad group: 'blocks' [L×(N,)], 'pre', 'end', 'head'."""
+    """Per-token bias maps summed by FullGrad group: 'blocks' [L×(N,)], 'pre', 'end', 'head'.
+
+    Also 'unassigned' [L×()]: per block, the total of the bias maps that have no token axis
+    (MLP-Mixer token-MLP fc1). No map holds them, as in the official code; they only enter the
+    completeness bookkeeping (Σ_t FullGrad_l + Σ_{k≥l} unassigned_k = f under `libra_logit`).
+    """
     n = rec["h"][0].shape[-2]
     depth = len(rec["h"]) - 1
     zeros = jnp.zeros((n,), rec["h"][0].dtype)
-    out = {"blocks": [zeros] * depth, "pre": zeros, "end": zeros, "head": zeros}
+    out = {"blocks": [zeros] * depth, "pre": zeros, "end": zeros, "head": zeros, "unassigned": [zeros.sum()] * depth}
     for path, m in sorted(rec["bias"].items()):
         group, layer = model.bias_group(path)
+        if group == "unassigned":
+            out["unassigned"][layer] = out["unassigned"][layer] + m.sum()
+            continue
         if group == "head":
             m = zeros.at[0].set(m.sum())
         elif group == "broadcast":
@@ -137,7 +145,7 @@ def rollout(rec, model, start_layer: int = 0):
 def genatt(rec, model, start_layer: int = 0):
     """GenAtt (Chefer ICCV'21): row 0 of Π_l (½·mean_h ReLU(A_l ⊙ ∂f/∂A_l) + ½·I).
 
-    The ½-residual form is Chefer's Π(I + Ā_l) times 2^-L: same ranking, LibraGrad's scale.
+    The ½-residual form is exactly Chefer's Π(I + Ā_l) times 2^-(L - start_layer) (LibraGrad's scale).
     """
     return _rollout(_relu_attn_grad(rec), start_layer)
 
@@ -150,6 +158,8 @@ def attcat(rec, model, pairing: str = "producer"):
     pairing="consumer" (official AttCAT code): Σ_{l=0}^{L-1} ā_l ⊙ IxG_l, the attention of the
     block that *reads* h_l, embeddings included.
     """
+    if not rec["attn"]:
+        raise ValueError("attcat weights IxG by attention; this model has no attention (e.g. MLP-Mixer)")
     received = [a.mean(axis=(-3, -2)) for a in rec["attn"]]
     ixg = ixg_layers(rec) + [(rec["h"][-1] * rec["g"][-1]).sum(-1)]
     if pairing == "producer":

@@ -1,6 +1,26 @@
 """Model families. Every model is a Flax Linen module with a `config` and a `data_config`."""
 
-from libra_jax.models.config import DataConfig, ViTConfig
+from libra_jax.models.config import CONFIG_CLASSES, DataConfig, MixerConfig, ModelConfig, ViTConfig
+from libra_jax.models.mixer import MlpMixer
 from libra_jax.models.vit import VisionTransformer
 
-__all__ = ["DataConfig", "ViTConfig", "VisionTransformer"]
+MODEL_CLASSES = {"vit": VisionTransformer, "mixer": MlpMixer}
+"""Flax model class of each family (`config.family`)."""
+
+
+def build_model(config: ModelConfig, data_config: DataConfig) -> VisionTransformer | MlpMixer:
+    """The Flax model of `config`'s family."""
+    return MODEL_CLASSES[config.family](config, data_config)
+
+
+__all__ = [
+    "CONFIG_CLASSES",
+    "MODEL_CLASSES",
+    "DataConfig",
+    "MixerConfig",
+    "MlpMixer",
+    "ModelConfig",
+    "ViTConfig",
+    "VisionTransformer",
+    "build_model",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 
 def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -23,6 +24,8 @@ class ViTConfig:
     `mlp_layer` names timm's MLP class: "mlp" (`Mlp`), "glu" (`GluMlp`/`SwiGLUPacked`, gate
     first) or "swiglu" (`SwiGLU`, split fc1_g/fc1_x).
     """
+
+    family: ClassVar[str] = "vit"
 
     img_size: tuple[int, int] = (224, 224)
     patch_size: tuple[int, int] = (16, 16)
@@ -50,6 +53,7 @@ class ViTConfig:
     act: str = "gelu"
     mlp_layer: str = "mlp"
     norm_eps: float = 1e-6
+    final_norm_eps: float | None = None  # eps of norm / fc_norm when it differs (Chefer's ViT_LRP: 1e-5)
     patch_bias: bool | None = None
 
     def __post_init__(self):
@@ -99,6 +103,80 @@ class ViTConfig:
 
     def replace(self, **changes) -> ViTConfig:
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixerConfig:
+    """Architecture of a timm `MlpMixer` (MLP-Mixer `mixer_*`, gMixer `gmixer_*`).
+
+    Field names follow timm's constructor arguments. `mlp_ratio` = (token-mixing, channel-mixing)
+    hidden widths as multiples of `embed_dim` (timm: int(r·embed_dim), a float r meaning (r, r));
+    `mlp_layer` names timm's MLP class: "mlp" (`Mlp`) or "glu" (`GluMlp`, whose fc1 halves are
+    (value, gate): the gate is the *second* half, timm's default gate_last=True).
+    Mixers have no prefix tokens and no attention.
+    """
+
+    family: ClassVar[str] = "mixer"
+    # What the methods and metrics read off a ViT config: no prefix tokens, every token a patch.
+    class_token: ClassVar[bool] = False
+    num_prefix_tokens: ClassVar[int] = 0
+
+    img_size: tuple[int, int] = (224, 224)
+    patch_size: tuple[int, int] = (16, 16)
+    in_chans: int = 3
+    num_classes: int = 1000
+    num_blocks: int = 8
+    embed_dim: int = 512
+    mlp_ratio: tuple[float, float] = (0.5, 4.0)
+    mlp_layer: str = "mlp"
+    act: str = "gelu"
+    norm_eps: float = 1e-6
+    global_pool: str = "avg"
+
+    def __post_init__(self):
+        object.__setattr__(self, "img_size", pair(self.img_size))
+        object.__setattr__(self, "patch_size", pair(self.patch_size))
+        ratio = self.mlp_ratio
+        ratio = (ratio, ratio) if isinstance(ratio, int | float) else tuple(ratio)
+        if len(ratio) != 2:
+            raise ValueError(f"mlp_ratio must be a number or a (tokens, channels) pair; got {self.mlp_ratio}")
+        object.__setattr__(self, "mlp_ratio", tuple(float(r) for r in ratio))
+        if self.global_pool not in ("avg", ""):
+            raise ValueError(f"unsupported global_pool {self.global_pool!r}; MlpMixer pools by 'avg' or ''")
+        if self.mlp_layer not in ("mlp", "glu"):
+            raise ValueError(f"unsupported mlp_layer {self.mlp_layer!r}; expected 'mlp' or 'glu' (timm GluMlp)")
+        for i in range(2):
+            if self.img_size[i] % self.patch_size[i]:
+                raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+
+    @property
+    def depth(self) -> int:
+        return self.num_blocks
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_patches
+
+    @property
+    def mlp_hidden(self) -> tuple[int, int]:
+        """fc1 widths (token-mixing, channel-mixing): int(r·embed_dim), both GLU halves together."""
+        return tuple(int(r * self.embed_dim) for r in self.mlp_ratio)
+
+    def replace(self, **changes) -> MixerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+ModelConfig = ViTConfig | MixerConfig
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {c.family: c for c in (ViTConfig, MixerConfig)}
+"""Config class of each model family, by its `family` name (registry entries and checkpoint files name it)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,12 +6,16 @@ form the attribution functions vmap — or on a batch (B, N, C).
 Probes. Every bias-carrying module adds its bias as `b·(1 + s)`, with `s` a zero-valued
 per-position perturbation named like the bias parameter (Flax's 'perturbations' collection):
 ∂f/∂s[t] = Σ_c b_c·∂f/∂out[t,c] is exactly FullGrad's bias map for that module, at no extra
-cost and without the token-sum a gradient w.r.t. the bias parameter would take. Attention
+cost and without the token-sum a gradient w.r.t. the bias parameter would take. In token-mixing
+MLPs (MLP-Mixer) the features are the tokens, so there the probe runs over the features instead
+(`features_are_tokens`): ∂f/∂s[t] = b_t·Σ_c ∂f/∂out[c,t]. Attention
 modules add a zero probe on the post-softmax probabilities (∂f/∂A). Probes only exist when the
 'perturbations' collection is passed to `apply`; without it the modules compute plain values.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -48,10 +52,14 @@ def probed_bias(module: nn.Module, bias: jax.Array, positions: tuple[int, ...]) 
 
 
 class Linear(nn.Module):
-    """y = x·W + b; W: (in, out) (torch Linear weight transposed)."""
+    """y = x·W + b; W: (in, out) (torch Linear weight transposed).
+
+    The bias probe is per position (..., ) or, with `features_are_tokens`, per feature (out,).
+    """
 
     features: int
     use_bias: bool = True
+    features_are_tokens: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -59,7 +67,12 @@ class Linear(nn.Module):
         y = jnp.matmul(x, kernel.astype(x.dtype))
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
-            y = y + probed_bias(self, bias, y.shape[:-1])
+            if self.features_are_tokens:
+                s = zero_probe(self, "bias", bias.shape, bias.dtype)
+                bias = bias if s is None else bias * (1 + s)
+            else:
+                bias = probed_bias(self, bias, y.shape[:-1])
+            y = y + bias
         return y
 
 
@@ -86,21 +99,22 @@ class LayerScale(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 → activation → [norm] → fc2 (timm `Mlp`)."""
+    """fc1 → activation → [norm] → fc2 (timm `Mlp`). `features_are_tokens`: see `Linear`."""
 
     hidden: int
     act: str = "gelu"
     bias: bool = True
     inner_norm: bool = False
     eps: float = 1e-6
+    features_are_tokens: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
-        h = Linear(self.hidden, self.bias, name="fc1")(x)
-        h = ops.activation(h, self.act, rules.activation)
+        linear = functools.partial(Linear, use_bias=self.bias, features_are_tokens=self.features_are_tokens)
+        h = ops.activation(linear(self.hidden, name="fc1")(x), self.act, rules.activation)
         if self.inner_norm:
             h = LayerNorm(self.eps, name="norm")(h, rules)
-        return Linear(x.shape[-1], self.bias, name="fc2")(h)
+        return linear(x.shape[-1], name="fc2")(h)
 
 
 class GluMlp(nn.Module):
@@ -108,7 +122,7 @@ class GluMlp(nn.Module):
 
     packed=True is timm `GluMlp` / `SwiGLUPacked`: one fc1 of width `hidden` whose halves are
     (gate, value), or (value, gate) with gate_last; fc2 takes hidden/2. packed=False is timm
-    `SwiGLU`: separate fc1_g / fc1_x of width `hidden`.
+    `SwiGLU`: separate fc1_g / fc1_x of width `hidden`. `features_are_tokens`: see `Linear`.
     """
 
     hidden: int
@@ -118,19 +132,21 @@ class GluMlp(nn.Module):
     gate_last: bool = False
     inner_norm: bool = False
     eps: float = 1e-6
+    features_are_tokens: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        linear = functools.partial(Linear, use_bias=self.bias, features_are_tokens=self.features_are_tokens)
         if self.packed:
-            first, second = jnp.split(Linear(self.hidden, self.bias, name="fc1")(x), 2, axis=-1)
+            first, second = jnp.split(linear(self.hidden, name="fc1")(x), 2, axis=-1)
             gate, value = (second, first) if self.gate_last else (first, second)
         else:
-            gate = Linear(self.hidden, self.bias, name="fc1_g")(x)
-            value = Linear(self.hidden, self.bias, name="fc1_x")(x)
+            gate = linear(self.hidden, name="fc1_g")(x)
+            value = linear(self.hidden, name="fc1_x")(x)
         h = ops.gate_product(ops.activation(gate, self.act, rules.activation), value, rules.gate)
         if self.inner_norm:
             h = LayerNorm(self.eps, name="norm")(h, rules)
-        return Linear(x.shape[-1], self.bias, name="fc2")(h)
+        return linear(x.shape[-1], name="fc2")(h)
 
 
 def split_heads(x: jax.Array, num_heads: int) -> jax.Array:

@@ -1,0 +1,34 @@
+"""Dataset-scale attribution runs (`libra-jax run`), sharded over every device and host.
+
+    from libra_jax.run import RunOptions, load_results, resolve_methods, run_dataset
+    from libra_jax.data.sources import open_source
+
+    dataset = open_source("imagenet:/data/val", model.data_config)
+    run_dataset(model, params, dataset, resolve_methods(["libra_fullgrad_plus", "gradcam"]), "out/",
+                RunOptions(batch_size=128))
+    results = load_results("out/")           # {'index', 'label', 'pred', 'target', 'score', 'maps': {name: ...}}
+
+Output layout and manifest schema: docs/run.md.
+"""
+
+from libra_jax.run.manifest import RunMismatchError, load_results, read_manifest
+from libra_jax.run.runner import RunOptions, run_dataset
+from libra_jax.run.sharding import data_mesh, fetch_local, padded_size, replicate, shard_batch, sharded_attribution
+from libra_jax.run.step import combined_attribution, make_step, resolve_methods
+
+__all__ = [
+    "RunMismatchError",
+    "RunOptions",
+    "combined_attribution",
+    "data_mesh",
+    "fetch_local",
+    "load_results",
+    "make_step",
+    "padded_size",
+    "read_manifest",
+    "replicate",
+    "resolve_methods",
+    "run_dataset",
+    "shard_batch",
+    "sharded_attribution",
+]
