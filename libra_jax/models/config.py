@@ -16,8 +16,23 @@ def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return v
 
 
+class PatchGrid:
+    """Patch-grid geometry shared by the model configs (fields img_size, patch_size)."""
+
+    img_size: tuple[int, int]
+    patch_size: tuple[int, int]
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(PatchGrid):
     """Architecture of a timm `VisionTransformer` (and its DeiT-distilled variant).
 
     Field names follow timm's constructor arguments so that timm kwargs map one-to-one;
@@ -77,14 +92,6 @@ class ViTConfig:
         return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 
     @property
-    def grid_size(self) -> tuple[int, int]:
-        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
-
-    @property
     def num_tokens(self) -> int:
         return self.num_patches + self.num_prefix_tokens
 
@@ -106,7 +113,7 @@ class ViTConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class MixerConfig:
+class MixerConfig(PatchGrid):
     """Architecture of a timm `MlpMixer` (MLP-Mixer `mixer_*`, gMixer `gmixer_*`).
 
     Field names follow timm's constructor arguments. `mlp_ratio` = (token-mixing, channel-mixing)
@@ -152,14 +159,6 @@ class MixerConfig:
     @property
     def depth(self) -> int:
         return self.num_blocks
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
-
-    @property
-    def num_patches(self) -> int:
-        return self.grid_size[0] * self.grid_size[1]
 
     @property
     def num_tokens(self) -> int:
