@@ -167,18 +167,19 @@ def test_model_kw_parses_literals():
 
 
 def test_benchmark_smoke():
-    """bench.py on ViT-Ti, batch 2, one repeat, no torch: about 25 s on 2 CPU cores (mostly XLA compiles)."""
+    """bench.py on ViT-Ti, batch 2, one repeat, IG-2, no torch: about 90 s on 2 CPU cores (mostly XLA compiles)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--model", "vit_tiny_patch16_224"]
     result = subprocess.run(
-        [*command, "--batch", "2", "--repeats", "1", "--no-torch"],
+        [*command, "--batch", "2", "--repeats", "1", "--no-torch", "--ig-steps", "2"],
         capture_output=True,
         text=True,
         env=env,
-        timeout=120,  # generous: a CPU shared with other jobs compiles slower
+        timeout=600,  # generous: a CPU shared with other jobs compiles slower
     )
     assert result.returncode == 0, result.stderr
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| variant | median ms | images/s | × floor")
-    assert len(table) == 5  # header + floor, libra_fullgrad_plus, fullgrad_plus, all single-pass
-    assert len(re.findall(r"^(PASS|MISS) ", result.stdout, re.M)) == 2
+    # header + floor, libra_fullgrad_plus, fullgrad_plus, all single-pass, legrad, IG, bf16, remat, chunked
+    assert len(table) == 10
+    assert len(re.findall(r"^(PASS|MISS) ", result.stdout, re.M)) == 3
