@@ -18,6 +18,7 @@ import numpy as np
 from libra_jax import evaluate, viz
 from libra_jax.data import synthetic
 from libra_jax.methods import api
+from libra_jax.preprocess import normalise
 
 DEMO_METHODS = ("ixg", "fullgrad", "fullgrad_plus", "gradcam", "genatt")
 DEMO_PRESETS = ("vanilla", "libra")
@@ -32,7 +33,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def explanation_grid(model, params, data: dict, methods, presets, names) -> np.ndarray:
     """uint8 grid: per image a row [image, mask, method/preset overlays...]."""
-    x = jnp.asarray(evaluate.normalise(model, data["images"]))
+    x = jnp.asarray(normalise(data["images"], model.data_config))
     labels = jnp.asarray(data["labels"])
     probs = jax.nn.softmax(model.apply({"params": params}, x)[0], -1)
     maps = {p: jax.jit(api.attribution(model, list(methods), rules=p))(params, x, labels) for p in presets}

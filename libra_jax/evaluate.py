@@ -26,6 +26,7 @@ import numpy as np
 from libra_jax.data import synthetic
 from libra_jax.methods import api, maps
 from libra_jax.metrics import faithfulness, segmentation
+from libra_jax.preprocess import normalise
 from libra_jax.rules import get_rules
 
 COLUMNS = (
@@ -49,12 +50,6 @@ class Batch:
     images: np.ndarray
     labels: np.ndarray | None
     masks: np.ndarray | None
-
-
-def normalise(model, images: np.ndarray) -> np.ndarray:
-    """uint8 (B, H, W, 3) at the model's input size → normalised float32 NHWC."""
-    dc = model.data_config
-    return (images.astype(np.float32) / 255.0 - np.asarray(dc.mean, np.float32)) / np.asarray(dc.std, np.float32)
 
 
 def benchmark_batches(config: synthetic.BenchmarkConfig, split: str, n: int, batch_size: int) -> Iterator[Batch]:
@@ -160,7 +155,7 @@ def evaluate(
     forward = jax.jit(lambda prm, x: model.apply({"params": prm}, x)[0])
     bar = Progress(n, "evaluate") if progress else None
     for batch in batches():
-        x = jnp.asarray(normalise(model, batch.images))
+        x = jnp.asarray(normalise(batch.images, model.data_config))
         logits = forward(params, x)
         top1 = jnp.argmax(logits, -1)
         labels = top1 if batch.labels is None else jnp.asarray(batch.labels)
@@ -184,7 +179,7 @@ def evaluate(
     if pair_batches is not None and n_pairs:
         bar = Progress(n_pairs, "class discrimination") if progress else None
         for batch in pair_batches():
-            x = jnp.asarray(normalise(model, batch.images))
+            x = jnp.asarray(normalise(batch.images, model.data_config))
             size = batch.images.shape[1:3]
             masks = jnp.asarray(batch.masks)
             for p in presets:

@@ -62,6 +62,15 @@ def _center_crop(x: np.ndarray, size: tuple[int, int], fill: Sequence[int]) -> n
     return x[top : top + ch, left : left + cw]
 
 
+def normalise(images: np.ndarray, data_config: DataConfig) -> np.ndarray:
+    """uint8 (..., H, W, 3) → float32 (x / 255 − mean) / std, the last step of `preprocess`."""
+    x = np.asarray(images)
+    if x.dtype != np.uint8 or x.shape[-1] != 3:
+        raise TypeError(f"normalise takes uint8 RGB images (..., H, W, 3), got {x.dtype} {x.shape}")
+    x = x.astype(np.float32) / np.float32(255)
+    return (x - np.asarray(data_config.mean, np.float32)) / np.asarray(data_config.std, np.float32)
+
+
 def _transform(img: Image.Image, dc: DataConfig) -> np.ndarray:
     """One RGB PIL image → normalised float32 (h, w, 3)."""
     if dc.interpolation not in PIL_FILTERS:
@@ -81,8 +90,7 @@ def _transform(img: Image.Image, dc: DataConfig) -> np.ndarray:
             img = _resize(img, _keep_ratio_size(img.height, img.width, scale, longest=0.0), dc.interpolation)
     else:
         raise ValueError(f"unsupported crop_mode {dc.crop_mode!r}; expected 'center', 'squash' or 'border'")
-    x = _center_crop(np.asarray(img), size, fill).astype(np.float32) / np.float32(255)
-    return (x - np.asarray(dc.mean, np.float32)) / np.asarray(dc.std, np.float32)
+    return normalise(_center_crop(np.asarray(img), size, fill), dc)
 
 
 def _check_pixels(a: np.ndarray, what: str) -> None:

@@ -31,6 +31,7 @@ import optax
 from libra_jax.data.synthetic import SPLITS, BenchmarkConfig, make_single
 from libra_jax.models.config import DataConfig, ViTConfig
 from libra_jax.models.vit import VisionTransformer
+from libra_jax.preprocess import normalise
 from libra_jax.rules import PRESETS
 from libra_jax.serialization import save_checkpoint
 
@@ -103,13 +104,6 @@ def model_config(model_name: str, benchmark: BenchmarkConfig) -> ViTConfig:
 def build_model(model_name: str, benchmark: BenchmarkConfig) -> VisionTransformer:
     """The untrained `VisionTransformer` of 'vit' or 'swiglu', with the benchmark's preprocessing."""
     return VisionTransformer(model_config(model_name, benchmark), data_config(benchmark))
-
-
-def normalise(model: VisionTransformer, images: np.ndarray) -> np.ndarray:
-    """uint8 (..., H, W, 3) → float32 model input, per the model's data_config (equal to `preprocess`)."""
-    dc = model.data_config
-    x = images.astype(np.float32) / np.float32(255)
-    return (x - np.asarray(dc.mean, np.float32)) / np.asarray(dc.std, np.float32)
 
 
 def _decay_mask(params: dict) -> dict:
@@ -200,7 +194,7 @@ def batches(
         else:
             data = make_single(easy if t < first else benchmark, b, SPLITS["train"], start=t * b)
             images, labels = data["images"], data["labels"]
-        return normalise(model, images), labels
+        return normalise(images, model.data_config), labels
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as workers:
         pending = workers.submit(make, 0)
@@ -243,7 +237,8 @@ def fit(
 def predict(model: VisionTransformer, params: dict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Predicted classes (n,) int32 of uint8 images (n, H, W, 3)."""
     apply = jax.jit(lambda p, x: jnp.argmax(model.apply({"params": p}, x, VANILLA)[0], axis=-1))
-    out = [apply(params, normalise(model, images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    dc = model.data_config
+    out = [apply(params, normalise(images[i : i + batch_size], dc)) for i in range(0, len(images), batch_size)]
     return np.concatenate(jax.device_get(out)).astype(np.int32)
 
 

@@ -16,11 +16,10 @@ from libra_jax.data.imagenet import (
     ImageNetSDataset,
     ImageNetSegDataset,
     eval_geometry,
-    normalise,
     open_dataset,
 )
 from libra_jax.models.config import DataConfig
-from libra_jax.preprocess import preprocess
+from libra_jax.preprocess import normalise, preprocess
 
 # A 40x60 (HxW) image is resized to 20x30 (shorter side → floor(16 / 0.8) = 20), then center-cropped to 16x16
 # from row 2, column 7. NEAREST halving samples source pixel 2y+1, so source rows 10..25 / columns 20..39

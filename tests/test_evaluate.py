@@ -13,6 +13,7 @@ from helpers import tiny_model
 
 from libra_jax import cli, evaluate
 from libra_jax.data import synthetic
+from libra_jax.preprocess import normalise
 from libra_jax.serialization import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("highest_precision")
@@ -119,7 +120,7 @@ def test_progress_reports_rate_after_compile():
 def test_normalise_matches_data_config():
     model, _ = tiny_model(img_size=64, patch_size=16, num_classes=8)
     img = np.full((1, 64, 64, 3), 255, np.uint8)
-    np.testing.assert_allclose(evaluate.normalise(model, img), 1.0)  # (1 - 0.5) / 0.5
+    np.testing.assert_allclose(normalise(img, model.data_config), 1.0)  # (1 - 0.5) / 0.5
 
 
 def test_cli_evaluate_on_an_image_folder(tmp_path, capsys):

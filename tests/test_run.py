@@ -22,12 +22,12 @@ from helpers import TINY
 from PIL import Image
 
 from libra_jax import cli
-from libra_jax.data.imagenet import normalise
 from libra_jax.data.sources import BenchmarkDataset, ImageListDataset, open_source
 from libra_jax.data.synthetic import BenchmarkConfig
 from libra_jax.methods import attribution
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.models.config import DataConfig
+from libra_jax.preprocess import normalise
 from libra_jax.run import RunMismatchError, RunOptions, load_results, read_manifest, resolve_methods, run_dataset
 from libra_jax.run.prefetch import prefetch
 from libra_jax.serialization import save_checkpoint
@@ -315,7 +315,7 @@ EIGHT_DEVICES = """
 import sys
 import jax, numpy as np
 from libra_jax import cli
-from libra_jax.data.imagenet import normalise
+from libra_jax.preprocess import normalise
 from libra_jax.data.sources import open_source
 from libra_jax.evaluate import load_model
 from libra_jax.run import data_mesh, fetch_local, make_step, padded_size, replicate, resolve_methods, shard_batch

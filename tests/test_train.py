@@ -14,7 +14,7 @@ import safetensors
 from libra_jax.data import SPLITS, BenchmarkConfig, make_single
 from libra_jax.loading import load
 from libra_jax.models import VisionTransformer, ViTConfig
-from libra_jax.preprocess import preprocess
+from libra_jax.preprocess import normalise, preprocess
 from libra_jax.serialization import read_libra_checkpoint, save_checkpoint
 from libra_jax.train import (
     MODEL_NAMES,
@@ -27,7 +27,6 @@ from libra_jax.train import (
     easy_benchmark,
     fit,
     model_config,
-    normalise,
     predict,
 )
 
@@ -51,7 +50,7 @@ def test_fit_reduces_the_loss_and_the_checkpoint_round_trips(tmp_path):
     loaded, loaded_params = load(path)
     assert loaded.config == config and loaded.data_config == model.data_config
     images = make_single(SMALL, 8, SPLITS["val"])["images"]
-    x = normalise(model, images)
+    x = normalise(images, model.data_config)
     np.testing.assert_array_equal(preprocess(loaded, images), x)
     logits = model.apply({"params": params}, x)[0]
     np.testing.assert_array_equal(np.asarray(loaded.apply({"params": loaded_params}, x)[0]), np.asarray(logits))
@@ -74,14 +73,14 @@ def test_batches_are_deterministic_and_come_from_the_easy_set_then_the_pool():
         np.testing.assert_array_equal(x, x2)
         np.testing.assert_array_equal(y, y2)
     easy = make_single(easy_benchmark(SMALL), 8, SPLITS["train"])
-    np.testing.assert_array_equal(np.concatenate([got[0][0], got[1][0]]), normalise(model, easy["images"]))
+    np.testing.assert_array_equal(np.concatenate([got[0][0], got[1][0]]), normalise(easy["images"], model.data_config))
     # Later batches: each image is a symmetry of a pool image (examples 8..13 of the train split),
     # each pool image once per epoch of 6.
     pool = make_single(SMALL, 6, SPLITS["train"], start=8)
     candidates = {}
     for i, image in enumerate(pool["images"]):
         for variant in dihedral(np.repeat(image[None], 8, 0), np.arange(8)):
-            candidates[normalise(model, variant).tobytes()] = i
+            candidates[normalise(variant, model.data_config).tobytes()] = i
     drawn = [candidates[x.tobytes()] for xb, _ in got[2:] for x in xb]
     assert sorted(drawn[:6]) == sorted(drawn[6:12]) == list(range(6))
     labels = np.concatenate([yb for _, yb in got[2:]])

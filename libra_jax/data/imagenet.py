@@ -42,15 +42,6 @@ class BadFileError(ValueError):
     """One unusable example: an undecodable image / mask, or a mask whose size differs from its image."""
 
 
-def normalise(images: np.ndarray, data_config: DataConfig) -> np.ndarray:
-    """uint8 (..., H, W, 3) → float32 (x / 255 − mean) / std, bit-identical to `libra_jax.preprocess`."""
-    x = np.asarray(images)
-    if x.dtype != np.uint8 or x.shape[-1] != 3:
-        raise TypeError(f"normalise takes uint8 RGB images (..., H, W, 3), got {x.dtype} {x.shape}")
-    x = x.astype(np.float32) / np.float32(255)
-    return (x - np.asarray(data_config.mean, np.float32)) / np.asarray(data_config.std, np.float32)
-
-
 def eval_geometry(img: Image.Image, dc: DataConfig, nearest: bool = False) -> np.ndarray:
     """timm's eval resize + center crop for `dc` (as `libra_jax.preprocess`, without normalising).
 

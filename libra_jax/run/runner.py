@@ -23,8 +23,9 @@ from collections.abc import Iterator, Mapping
 import jax
 import numpy as np
 
-from libra_jax.data.imagenet import BadFileError, EvalDataset, normalise
+from libra_jax.data.imagenet import BadFileError, EvalDataset
 from libra_jax.evaluate import Progress
+from libra_jax.preprocess import normalise
 from libra_jax.run import distributed, manifest, store
 from libra_jax.run.prefetch import prefetch
 from libra_jax.run.sharding import data_mesh, fetch_local, local_rows, padded_size, replicate, shard_batch
