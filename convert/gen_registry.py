@@ -63,45 +63,33 @@ MODULES = tuple(m.__name__.rsplit(".", 1)[-1] for m in BUILDER_MODULES)
 PRETRAINED_KEYS = ("input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 DERIVABLE = ("num_classes", "global_pool", "in_chans", "img_size")
 
-SUPPORTED_VIT_MODULES = (
-    vision_transformer.VisionTransformer,
+# Leaf modules both families are built from (timm layers and the torch modules they wrap).
+COMMON_MODULES = (
     tl.PatchEmbed,
-    vision_transformer.Block,
-    tl.Attention,
     tl.Mlp,
     tl.GluMlp,
+    torch.nn.Conv2d,
+    torch.nn.Linear,
+    torch.nn.LayerNorm,
+    torch.nn.Identity,
+    torch.nn.Dropout,
+    torch.nn.Sequential,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    tl.GELU,
+)
+SUPPORTED_VIT_MODULES = (
+    vision_transformer.VisionTransformer,
+    vision_transformer.Block,
+    tl.Attention,
     tl.SwiGLU,
     tl.LayerScale,
     tl.AttentionPoolLatent,
-    torch.nn.Conv2d,
-    torch.nn.Linear,
-    torch.nn.LayerNorm,
-    torch.nn.Identity,
-    torch.nn.Dropout,
-    torch.nn.Sequential,
-    torch.nn.GELU,
-    torch.nn.SiLU,
-    tl.GELU,
     tl.GELUTanh,
     tl.QuickGELU,
+    *COMMON_MODULES,
 )
-
-SUPPORTED_MIXER_MODULES = (
-    mlp_mixer.MlpMixer,
-    mlp_mixer.MixerBlock,
-    tl.PatchEmbed,
-    tl.Mlp,
-    tl.GluMlp,
-    torch.nn.Conv2d,
-    torch.nn.Linear,
-    torch.nn.LayerNorm,
-    torch.nn.Identity,
-    torch.nn.Dropout,
-    torch.nn.Sequential,
-    torch.nn.GELU,
-    torch.nn.SiLU,
-    tl.GELU,
-)
+SUPPORTED_MIXER_MODULES = (mlp_mixer.MlpMixer, mlp_mixer.MixerBlock, *COMMON_MODULES)
 
 
 class _Captured(Exception):
