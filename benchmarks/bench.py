@@ -46,8 +46,9 @@ GEOMETRIES = {
     "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6),
     "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
+    "vit_huge_patch14_224": dict(embed_dim=1280, depth=32, num_heads=16, patch_size=14),
 }
-"""timm ViT geometries (patch 16, 224 px, 1000 classes) built directly, so no hub or loader is needed."""
+"""timm ViT geometries (224 px, 1000 classes; patch 16 unless given) built directly, so no hub or loader is needed."""
 
 TARGETS = {"libra_fullgrad_plus": 1.15, "all single-pass (libra)": 1.3, "libra_legrad": 2.0}
 """Cost targets: the most a variant may take, as a multiple of the floor's median time."""

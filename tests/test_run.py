@@ -258,13 +258,14 @@ def test_prefetch_keeps_order_and_reraises():
 
 # ---------------------------------------------------------------- killed and restarted (subprocesses)
 
-PAUSE_AT_THIRD_SHARD = """
+PAUSE = """
 import os, sys, time
 from libra_jax import cli, viz
 write = viz.write_atomic
 def pause(path, data):
-    if os.path.basename(path) == "shard-00002-p0.npz":
-        with open(os.path.join(os.path.dirname(path), ".shard-00002-p0.npz.cut.tmp"), "wb") as f:
+    name = os.path.basename(path)
+    if name == os.environ["PAUSE_AT"]:
+        with open(os.path.join(os.path.dirname(path), f".{name}.cut.tmp"), "wb") as f:
             f.write(data[: len(data) // 2])  # a write cut short by the kill
         print("paused", flush=True)
         time.sleep(600)
@@ -290,7 +291,7 @@ def test_killed_run_resumes_to_identical_results(files, tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     run_python(CLI, *args, "--out", str(whole), **env)
 
-    killed = start_python(PAUSE_AT_THIRD_SHARD, *args, "--out", str(resumed), **env)
+    killed = start_python(PAUSE, *args, "--out", str(resumed), PAUSE_AT="shard-00002-p0.npz", **env)
     wait_for_line(killed, "paused")
     killed.terminate()
     killed.wait(timeout=60)
@@ -354,22 +355,54 @@ def test_eight_devices_equal_one(files, reference, tmp_path):
         _assert_maps_close(dict(maps), {k: v[:5] for k, v in expected["maps"].items()})
 
 
-def test_two_processes_with_two_devices_each(files, reference, tmp_path):
+def _two_processes(files, out, pause_at: str | None = None) -> list:
+    """Start `libra-jax run` as 2 processes × 2 devices over loopback; process 1 pauses before writing `pause_at`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     distributed = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id"]
-    args = [*_run_args(files, tmp_path / "out", METHODS[:1]), *distributed]  # one method: a faster compilation
-    procs = [start_python(CLI, *args, str(i), devices=2) for i in (0, 1)]
+    args = [*_run_args(files, out, METHODS[:1]), *distributed]  # one method: a faster compilation
+    env = {"JAX_COMPILATION_CACHE_DIR": files["xla_cache"]}
+    first = CLI if pause_at is None else PAUSE
+    return [start_python(first if i else CLI, *args, str(i), devices=2, PAUSE_AT=pause_at or "", **env) for i in (0, 1)]
+
+
+def _finish_all(procs) -> list[tuple[str, str]]:
     try:
-        outputs = [finish(p) for p in procs]
+        return [finish(p) for p in procs]
     finally:
         for p in procs:
             p.kill()
+
+
+@pytest.fixture(scope="module")
+def two_process_run(files, tmp_path_factory) -> tuple[pathlib.Path, list[tuple[str, str]]]:
+    out = tmp_path_factory.mktemp("two-processes") / "out"
+    return out, _finish_all(_two_processes(files, out))
+
+
+def test_two_processes_with_two_devices_each(two_process_run, reference):
+    out, outputs = two_process_run
     assert "attributed 12 images" in outputs[0][0] and "attributed" not in outputs[1][0]  # process 0 reports
-    manifest = read_manifest(tmp_path / "out")
+    manifest = read_manifest(out)
     assert manifest["run"]["num_processes"] == 2 and manifest["run"]["num_devices"] == 4
     assert [(e["shard"], e["process"]) for e in manifest["shards"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert manifest["skipped"] == read_manifest(reference)["skipped"]
     expected = load_results(reference)
-    _assert_same_rows(load_results(tmp_path / "out"), {**expected, "maps": {METHODS[0]: expected["maps"][METHODS[0]]}})
+    _assert_same_rows(load_results(out), {**expected, "maps": {METHODS[0]: expected["maps"][METHODS[0]]}})
+
+
+def test_two_processes_killed_and_restarted(files, two_process_run, tmp_path):
+    """Process 1 dies while writing its rows of the last shard: every process redoes that shard on restart."""
+    out = tmp_path / "out"
+    procs = _two_processes(files, out, pause_at="shard-00001-p1.npz")
+    wait_for_line(procs[1], "paused")
+    for p in procs:
+        p.kill()
+        p.wait(timeout=60)
+    assert not (out / "manifest.json").exists() and not (out / "shards" / "shard-00001-p1.npz").exists()
+    kept = _stats(out.glob("shards/shard-00000-p*.npz"))
+    assert len(kept) == 2
+    _finish_all(_two_processes(files, out))
+    assert _stats(out.glob("shards/shard-00000-p*.npz")) == kept, "complete shards were not rewritten"
+    assert _tree_bytes(out) == _tree_bytes(two_process_run[0])  # manifest, indices and every shard byte-identical
