@@ -148,8 +148,11 @@ def evaluate(
     opts = method_options or {}
     acc = {(m, p): _RowAccumulator() for m in methods for p in presets}
     explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts)) for p in presets}
+    logit_opts = opts | ({"unassigned_bias": True} if "fullgrad" in methods else {})  # Mixers' token-MLP biases
     explain_logit = {
-        p: jax.jit(api.attribution(model, methods, rules=get_rules(p, target="logit"), return_tokens=True, **opts))
+        p: jax.jit(
+            api.attribution(model, methods, rules=get_rules(p, target="logit"), return_tokens=True, **logit_opts)
+        )
         for p in presets
     }
     forward = jax.jit(lambda prm, x: model.apply({"params": prm}, x)[0])

@@ -21,7 +21,7 @@ from helpers import randomize
 from libra_jax import load
 from libra_jax.checkpoint import CheckpointMismatchError
 from libra_jax.methods import api, core, maps
-from libra_jax.metrics import faithfulness
+from libra_jax.metrics import completeness_error, faithfulness
 from libra_jax.models import MixerConfig, MlpMixer
 from libra_jax.registry import resolve
 from libra_jax.rules import get_rules
@@ -214,6 +214,19 @@ def test_fullgrad_is_complete_under_libra_logit(tiny):
     assert (np.abs(residual) <= bound).all(), f"max |Σ FullGrad_l + U_l − f| = {np.abs(residual).max():.2e}"
     # the test can fail: without the unplaceable token-MLP fc1 biases the sums are off by far more
     assert (np.abs(unassigned[:, 0]) > 10 * bound[:, 0]).all()
+
+
+def test_completeness_metric_counts_the_unassigned_biases(tiny):
+    model, params, x = tiny
+    err = completeness_error(model, params, x, method="fullgrad", rules="libra_logit")
+    assert (np.abs(err["residual"]) <= 2e-6 * np.abs(err["target"]) + 1e-7).all(), err["residual"]
+    y = jnp.argmax(model.apply({"params": params}, x)[0], -1)
+    plain, with_u = (
+        api.attribution(model, "fullgrad", rules="libra_logit", return_tokens=True, unassigned_bias=u)(params, x, y)
+        for u in (False, True)
+    )
+    np.testing.assert_array_equal(plain[:, 1:], with_u[:, 1:])  # the option only adds U_b to token 0
+    assert (np.abs(plain.sum(-1) - err["target"]) > 1e-5 * np.abs(err["target"])).all()  # U_b matters
 
 
 def test_vanilla_fullgrad_is_incomplete(tiny):

@@ -72,9 +72,15 @@ def ixg(rec, model):
     return ixg_layers(rec)[0]
 
 
-def fullgrad(rec, model, head_bias: bool = True):
-    """IxG_0 + every bias map. Pooled-head biases go to token 0 (`head_bias=False` drops them)."""
-    return fullgrad_layers(rec, model, head_bias)[0]
+def fullgrad(rec, model, head_bias: bool = True, unassigned_bias: bool = False):
+    """IxG_0 + every bias map. Pooled-head biases go to token 0 (`head_bias=False` drops them).
+
+    `unassigned_bias=True` also adds the total of the biases no token can hold (MLP-Mixer token-MLP
+    fc1) to token 0, like the head biases; the official map leaves them out (the default), so only
+    with this option does Σ_t map = f hold on Mixers under `libra_logit`.
+    """
+    m = fullgrad_layers(rec, model, head_bias)[0]
+    return m.at[0].add(sum(bias_groups(rec, model)["unassigned"])) if unassigned_bias else m
 
 
 def fullgrad_head_bias(rec, model):

@@ -28,7 +28,8 @@ def completeness_error(
       model, params: the model.
       x: (B, H, W, C) normalised images.
       y: (B,) classes to explain; default the top-1 prediction (as the LibraGrad protocol).
-      method: a single-pass or IG method name.
+      method: a single-pass or IG method name. For "fullgrad" the biases no token holds (MLP-Mixer
+        token-MLP fc1) count too (`fullgrad(..., unassigned_bias=True)`).
       rules: backward rules; their `target` decides the explained scalar f.
     Returns:
       {'residual': (B,) Σ_t map − f, 'target': (B,) f, 'error': mean |residual| (scalar)}.
@@ -38,6 +39,7 @@ def completeness_error(
     if y is None:
         y = jnp.argmax(logits, -1)
     f = jax.vmap(core.target_function(rules, None))(logits, y)
-    maps = api.attribution(model, method, rules=rules, return_tokens=True)(params, x, y)
+    options = {"unassigned_bias": True} if method == "fullgrad" else {}
+    maps = api.attribution(model, method, rules=rules, return_tokens=True, **options)(params, x, y)
     residual = completeness_residuals(maps, f)
     return {"residual": residual, "target": f, "error": jnp.abs(residual).mean()}
