@@ -6,7 +6,8 @@
     maps = jax.jit(fn)(params, x, y)                          # (B, gh, gw)
 """
 
-from libra_jax import methods, metrics, ops, rules
+from libra_jax import image_text, methods, metrics, ops, rules
+from libra_jax.image_text import load_image_text
 from libra_jax.loading import load
 from libra_jax.methods import attribution
 from libra_jax.preprocess import preprocess
@@ -19,7 +20,9 @@ __all__ = [
     "PRESETS",
     "Rules",
     "attribution",
+    "image_text",
     "load",
+    "load_image_text",
     "methods",
     "metrics",
     "ops",

@@ -59,7 +59,9 @@ def attribution(
         list share ONE forward and ONE backward pass; IG / SmoothGrad add their own passes.
       rules: a preset name (`libra_jax.rules.PRESETS`) or a `Rules`.
       target: "prob" (softmax probability, S1), "logit" (S0), or a callable
-        `f(logits (K,), y) -> scalar` for one example; default: the preset's.
+        `f(logits (K,), y) -> scalar` for one example (an attribute `y_ndim`, the rank of one
+        example's y, enables several targets per image, e.g. `libra_jax.image_text.similarity_target`);
+        default: the preset's.
       return_tokens: return (B, N) token maps including prefix tokens instead of (B, gh, gw).
       check_inputs: validate shapes, NaN/inf and class indices (a host callback under jit).
       chunk_size: evaluate the batch `chunk_size` examples at a time (`jax.lax.map`), so peak
@@ -128,7 +130,7 @@ def attribution(
             validate.check_images(x, cfg)
             if not callable(target):
                 validate.check_targets(y, cfg.num_classes, x.shape[0])
-        multi = (not callable(target)) and y.ndim == (2 if jnp.issubdtype(y.dtype, jnp.integer) else 3)
+        multi = y.ndim == 2 + target_rank(target, y)
         if chunk_size is None:
             out = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
         else:  # vmapped within a chunk, sequential over chunks (a remainder chunk is vmapped on its own)
@@ -141,6 +143,15 @@ def attribution(
     fn.__name__ = "_".join(names) if len(names) < 4 else "attribution"
     fn.__doc__ = f"{names} under rules {rules.name!r}: fn(params, x (B,H,W,C), y) -> maps."
     return fn
+
+
+def target_rank(target, y: jax.Array) -> int:
+    """Rank of one example's target: a callable's `y_ndim` (e.g. 1 for a text embedding; the rank of
+    y minus the batch axis when it states none), else 0 for a class index and 1 for class weights.
+    y with one more axis holds several targets per image."""
+    if callable(target):
+        return getattr(target, "y_ndim", y.ndim - 1)
+    return 0 if jnp.issubdtype(y.dtype, jnp.integer) else 1
 
 
 def to_grid(token_maps: jax.Array, config) -> jax.Array:

@@ -21,23 +21,37 @@ anyway, and each backward stops at A_l (v and the residual input are held consta
 together cost one forward plus less than one backward — never L full backward passes, and never
 the gradient of Σ_l s_l (which would add ∂s_{l'}/∂A_l for l' > l).
 
+Image–text models (`ImageTextModel`, CLIP / SigLIP): the per-layer score is the text target of
+the layer's image embedding (the pooled feature through the image projection), e.g.
+`similarity_target("vanilla", scale=1.0)` = ⟨t, normalize(e_l)⟩, the official `compute_legrad_clip`
+score; y is the unit text embedding (several prompts per image: y (T, E), one map each). The
+SigLIP correction of the official `compute_legrad` is the `empty` option: with E∅_l the layer maps
+of the "empty prompt" embedding, patches where min-max(Σ_l E∅_l) > 0.8 are zeroed before the final
+min-max.
+
 Differences from the official code: min-max runs on the patch grid (the CLIP path upsamples
-first; the SigLIP path does the same as here); the MAP path keeps the final norm before the pool,
-as the model's forward does (the official SigLIP path skips `trunk.norm`); the SigLIP
-"empty prompt" correction needs a text tower and is not part of the classifier variant.
+first, reproduced by `upsampled`; the SigLIP path does the same as here); the MAP path keeps the
+final norm before the pool, as the model's forward does, unless `pool_norm=False` (the official
+SigLIP path skips `trunk.norm`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from libra_jax.methods.core import Target
+from libra_jax.models.image_text import ImageTextModel
 from libra_jax.models.layers import PROBES
 from libra_jax.models.vit import VisionTransformer
+from libra_jax.resize import resize
 from libra_jax.rules import Rules
 
 POOLS = ("mean", "cls", "map")
+EMPTY_THRESHOLD = 0.8
+"""Official SigLIP correction: patches where the min-maxed empty-prompt map exceeds this are zeroed."""
 
 
 def resolve(model, pool: str | None, layer_index: int) -> tuple[str, int]:
@@ -48,7 +62,7 @@ def resolve(model, pool: str | None, layer_index: int) -> tuple[str, int]:
     if not isinstance(model, VisionTransformer):
         raise TypeError(f"legrad supports VisionTransformer models; got {type(model).__name__}")
     cfg = model.config
-    if cfg.num_classes <= 0:
+    if cfg.num_classes <= 0 and not isinstance(model, ImageTextModel):
         raise ValueError("legrad explains a classification head; this model has none (num_classes=0)")
     has_map = cfg.global_pool == "map"
     pool = ("map" if has_map else "mean") if pool is None else pool
@@ -76,10 +90,12 @@ def _block(m: VisionTransformer, h: jax.Array, index: int, rules: Rules) -> jax.
     return m.blocks[index](h, rules)[0]
 
 
-def _layer_logits(m: VisionTransformer, h: jax.Array, index: int, rules: Rules, pool: str):
-    """Block `index` on its input h, then the classifier on its output: (output (N, C), logits (K,))."""
+def _layer_logits(m: VisionTransformer, h: jax.Array, index: int, rules: Rules, pool: str, pool_norm: bool = True):
+    """Block `index` on its input h, then the classifier on its output: (output (N, C), logits (K,)).
+
+    For an `ImageTextModel` the "logits" are the layer's image embedding (E,)."""
     out = _block(m, h, index, rules)
-    norm = (lambda v: v) if m.norm is None else (lambda v: m.norm(v, rules))
+    norm = (lambda v: v) if m.norm is None or not pool_norm else (lambda v: m.norm(v, rules))
     if pool == "mean":
         pooled = dist = norm(out.mean(-2))  # the token mean goes through the final norm (official ln_post order)
     else:
@@ -89,6 +105,8 @@ def _layer_logits(m: VisionTransformer, h: jax.Array, index: int, rules: Rules, 
         dist = tokens[1] if m.head_dist is not None else None
     if m.fc_norm is not None:
         pooled = m.fc_norm(pooled, rules)
+    if isinstance(m, ImageTextModel):
+        return out, m.project(pooled)
     logits = m.head(pooled)
     if m.head_dist is not None:  # DeiT-distilled: the two heads averaged, as in the forward pass
         logits = 0.5 * (logits + m.head_dist(dist))
@@ -96,7 +114,15 @@ def _layer_logits(m: VisionTransformer, h: jax.Array, index: int, rules: Rules, 
 
 
 def layer_gradients(
-    model: VisionTransformer, params, x: jax.Array, y, rules: Rules, target: Target, pool: str, start: int
+    model: VisionTransformer,
+    params,
+    x: jax.Array,
+    y,
+    rules: Rules,
+    target: Target,
+    pool: str,
+    start: int,
+    pool_norm: bool = True,
 ) -> list[jax.Array]:
     """[∂s_l/∂A_l for l = start..L−1], each by a local VJP of block l's tail (see the module docstring).
 
@@ -108,6 +134,7 @@ def layer_gradients(
       target: f(logits (K,), y) → scalar.
       pool: "mean", "cls" or "map" (already validated by `resolve`).
       start: first layer, 0 ≤ start < L.
+      pool_norm: apply the final norm before the pool (False: the official SigLIP path).
     Returns:
       per layer: (H, N, N) for "mean"/"cls" (the block's attention); (H, 1, N − prefix) for "map"
       (the attention pool's attention when it pools that layer's tokens).
@@ -129,12 +156,57 @@ def layer_gradients(
         def score(probe, h=h, index=index):
             # the probe (A + 0) is the only differentiated input: h (hence v and the residual) stays constant
             probes = {"attn_pool": {"attn": probe}} if pool == "map" else {f"blocks_{index}": {"attn": {"attn": probe}}}
-            out, logits = model.apply({**variables, PROBES: probes}, h, index, rules, pool, method=_layer_logits)
+            out, logits = model.apply(
+                {**variables, PROBES: probes}, h, index, rules, pool, pool_norm, method=_layer_logits
+            )
             return target(logits, y), out
 
         s, pullback, h = jax.vjp(score, jnp.zeros(shape, h.dtype), has_aux=True)
         grads.append(pullback(jnp.ones_like(s))[0])
     return grads
+
+
+def layer_maps(
+    model: VisionTransformer,
+    params,
+    x: jax.Array,
+    y,
+    rules: Rules,
+    target: Target,
+    layer_index: int = -2,
+    pool: str | None = None,
+    pool_norm: bool = True,
+) -> jax.Array:
+    """Per-layer LeGrad maps E_l (L_used, N) for one example, prefix entries 0 (official `F.interpolate` input).
+
+    E_l = mean over query rows of mean_h ReLU(∂s_l/∂A_l), prefix keys dropped. Arguments as `legrad`.
+    """
+    pool, start = resolve(model, pool, layer_index)
+    npt = model.config.num_prefix_tokens
+    per_layer = []
+    for grad in layer_gradients(model, params, x, y, rules, target, pool, start, pool_norm):
+        e = jax.nn.relu(grad).mean(-3).mean(-2)  # ReLU → mean over heads → mean over query rows
+        keys = e if pool == "map" else e[npt:]  # drop prefix keys (the MAP pool never sees them)
+        per_layer.append(jnp.pad(keys, (npt, 0)))
+    return jnp.stack(per_layer)
+
+
+def _minmax(a: jax.Array) -> jax.Array:
+    lo, hi = a.min(), a.max()
+    return (a - lo) / jnp.maximum(hi - lo, jnp.finfo(a.dtype).tiny)  # a constant map → 0
+
+
+def upsampled(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """The official CLIP post-processing: min-max(Σ_l bilinear-upsample(E_l)) over the pixels.
+
+    Args:
+      maps: per-layer patch maps (..., L, gh, gw) (`layer_maps` without prefix entries, on the grid).
+      size: output (H, W) (torch `F.interpolate(mode='bilinear', align_corners=False)`, exact).
+    Returns:
+      (..., H, W) maps in [0, 1].
+    """
+    total = resize(maps, size, "bilinear").sum(-3)
+    return jax.vmap(_minmax)(total.reshape(-1, *size)).reshape(total.shape)
 
 
 def legrad(
@@ -147,6 +219,8 @@ def legrad(
     layer_index: int = -2,
     pool: str | None = None,
     normalize: bool = True,
+    pool_norm: bool = True,
+    empty: jax.Array | None = None,
 ) -> jax.Array:
     """LeGrad token map (N,) for one example; prefix entries are 0.
 
@@ -160,21 +234,29 @@ def legrad(
       pool: the per-layer classifier: "mean" (token mean, official; default), "cls" (class
         token), "map" (attention-pool head; the default for MAP models). See the module docstring.
       normalize: min-max normalise the patch entries (official); False returns the layer mean of E_l.
+      pool_norm: apply the final norm before the MAP pool (False: the official SigLIP path).
+      empty: image–text models: the "empty prompt" target (official SigLIP correction, see the module
+        docstring); None: no correction.
     """
-    pool, start = resolve(model, pool, layer_index)
     npt = model.config.num_prefix_tokens
-    per_layer = []
-    for grad in layer_gradients(model, params, x, y, rules, target, pool, start):
-        e = jax.nn.relu(grad).mean(-3).mean(-2)  # ReLU → mean over heads → mean over query rows
-        keys = e if pool == "map" else e[npt:]  # drop prefix keys (the MAP pool never sees them)
-        per_layer.append(jnp.pad(keys, (npt, 0)))
-    relevance = jnp.stack(per_layer).mean(0)
+    run = functools.partial(
+        layer_maps,
+        model,
+        params,
+        x,
+        rules=rules,
+        target=target,
+        layer_index=layer_index,
+        pool=pool,
+        pool_norm=pool_norm,
+    )
+    relevance = run(y).mean(0)
+    if empty is not None:
+        null = _minmax(run(empty).mean(0)[npt:])
+        relevance = relevance.at[npt:].set(jnp.where(null > EMPTY_THRESHOLD, 0.0, relevance[npt:]))
     if not normalize:
         return relevance
-    patches = relevance[npt:]
-    lo, hi = patches.min(), patches.max()
-    scaled = (patches - lo) / jnp.maximum(hi - lo, jnp.finfo(patches.dtype).tiny)  # a constant map → 0
-    return jnp.pad(scaled, (npt, 0))
+    return jnp.pad(_minmax(relevance[npt:]), (npt, 0))
 
 
 MULTI_PASS = {"legrad": legrad}

@@ -98,3 +98,39 @@ def rms_norm(x: jax.Array, scale: jax.Array, *, eps: float, rule: NormRule = "pl
     if rule == "detach":
         return _rms_norm_detach(x, scale, eps)
     raise ValueError(f"unknown norm rule {rule!r}")
+
+
+def unit_norm_plain(x: jax.Array) -> jax.Array:
+    """x / ‖x‖ over the last axis (torch `F.normalize`: the norm is clamped at 1e-12)."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@jax.custom_vjp
+def _unit_norm_detach(x):
+    return unit_norm_plain(x)
+
+
+def _unit_norm_detach_fwd(x):
+    norm = jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / norm, norm
+
+
+def _unit_norm_detach_bwd(norm, g):
+    return (g / norm,)
+
+
+_unit_norm_detach.defvjp(_unit_norm_detach_fwd, _unit_norm_detach_bwd)
+
+
+def unit_norm(x: jax.Array, *, rule: NormRule = "plain") -> jax.Array:
+    """Normalise to unit length over the last axis; x: (..., C) → (..., C).
+
+    Rule "detach" is LibraGrad's N2U rule (official `LX1` of `normalize_to_unit_vector`): ‖x‖ is a
+    constant in the backward, so ∂y/∂x = I/‖x‖ and y is linear in x for the attribution — the
+    CLIP similarity ⟨n(x), t⟩ then stays FullGrad-complete.
+    """
+    if rule == "plain":
+        return unit_norm_plain(x)
+    if rule == "detach":
+        return _unit_norm_detach(x)
+    raise ValueError(f"unknown unit-norm rule {rule!r}")

@@ -48,6 +48,11 @@ def rms_norm_reference(x, scale, eps, rule):
     return x * jax.lax.rsqrt(ms + eps) * scale
 
 
+def unit_norm_reference(x, rule):
+    norm = jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / (sg(norm) if rule == "detach" else norm)
+
+
 def attention_reference(q, k, v, bias, probe, scale, rule):
     if rule == "detach":
         q, k = sg(q), sg(k)
