@@ -2,6 +2,8 @@
 
     libra-jax explain --model vit_base_patch16_224.augreg2_in21k_ft_in1k --image cat.png \\
         --method libra_fullgrad_plus --method gradcam --out heat.png
+    libra-jax explain --model hf-hub:timm/vit_base_patch16_clip_224.openai --image zebra.png \\
+        --prompt "a photo of a zebra" --prompt "a photo of a horse" --method libra_fullgrad_plus
 
 Every subcommand is one function `run(args) -> exit code` plus one function declaring its arguments,
 registered in `COMMANDS`. Mistakes in the user's input raise `UserError`: `main` prints them as one
@@ -25,7 +27,7 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from libra_jax import demo, evaluate, hub, registry, train, viz
+from libra_jax import demo, evaluate, hub, image_text, registry, train, viz
 from libra_jax.data.sources import open_source
 from libra_jax.loading import load
 from libra_jax.preprocess import preprocess
@@ -64,7 +66,8 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         required=True,
-        help="timm name '<arch>[.<tag>]' (weights from the HF hub), 'hf-hub:org/repo', or a libra-jax checkpoint file",
+        help="timm name '<arch>[.<tag>]' (weights from the HF hub), 'hf-hub:org/repo', a libra-jax checkpoint file,"
+        f" or an embedded model ({' / '.join(evaluate.EMBEDDED)})",
     )
     p.add_argument("--checkpoint", help="local weights for the named architecture (timm state dict or libra-jax file)")
     p.add_argument(
@@ -96,8 +99,21 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         help="run every method under this rule preset (default: the preset the method name implies)",
     )
-    p.add_argument("--target", type=int, help="class index to explain (default: each image's top-1 class)")
+    p.add_argument(
+        "--target",
+        type=int,
+        action="append",
+        help="class index to explain (default: each image's top-1 class); repeat for several classes, one row each",
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help="image–text models (CLIP / SigLIP: --model is an open_clip or HF repo / folder): explain the"
+        " image–text logit of this prompt; repeat for several prompts, one map per prompt",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the map colours (default 0.5)")
+    p.add_argument("--scale", type=int, default=1, help="enlarge every panel this many times (small models' crops)")
     p.add_argument("--out", default="heat.png", help="output PNG: input image and one overlay per method, per row")
 
 
@@ -184,18 +200,23 @@ def explain(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method or ["libra_fullgrad_plus"], args.rules)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must lie in [0, 1]; got {args.alpha}")
+    if args.scale < 1:
+        raise UserError(f"--scale must be a positive integer; got {args.scale}")
     images = [read_image(path) for path in args.image]
+    if args.prompt:
+        return explain_prompts(args, methods, images)
     try:
-        model, params = load(args.model, args.checkpoint, **dict(args.model_kw))
+        model, params = load(evaluate.model_path(args.model), args.checkpoint, **dict(args.model_kw))
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"cannot load model {args.model!r}: {e}") from None
     num_classes = model.config.num_classes
     if num_classes <= 0:
         raise UserError(f"model {args.model!r} has no classifier head; there is no class to explain")
-    if args.target is not None and not 0 <= args.target < num_classes:
-        raise UserError(
-            f"--target {args.target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
-        )
+    for target in args.target or []:
+        if not 0 <= target < num_classes:
+            raise UserError(
+                f"--target {target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+            )
 
     x = preprocess(model, images)  # (B, h, w, 3): each original resized and cropped like timm's eval transform
     logits = jax.jit(lambda p, v: model.apply({"params": p}, v)[0])(params, x)
@@ -204,26 +225,72 @@ def explain(args: argparse.Namespace) -> int:
     for path, p in zip(args.image, probs, strict=True):
         print_top5(path, p, names)
 
-    y = np.full(len(images), args.target) if args.target is not None else probs.argmax(-1)
-    print(f"explaining class {', '.join(map(str, y))} with {', '.join(methods)}")
+    # (B, T) classes: T targets per image share one forward pass
+    y = np.tile(args.target, (len(images), 1)) if args.target else probs.argmax(-1)[:, None]
+    classes = y[:, 0] if y.shape[1] == 1 else args.target  # per image, or the same several for every image
+    print(f"explaining class {', '.join(map(str, classes))} with {', '.join(methods)}")
     maps = explainer(model, methods)(params, x, y.astype(np.int32))
-    viz.save_png(args.out, overlay_grid(model, x, y, maps, methods, args))
+    captions = [[f"class {k}" for k in row] for row in y]
+    viz.save_png(args.out, overlay_grid(model, x, maps, captions, methods, args))
     print(f"wrote {args.out}")
     return 0
 
 
 def overlay_grid(
-    model, x: np.ndarray, y: np.ndarray, maps: dict, methods: dict, args: argparse.Namespace
+    model, x: np.ndarray, maps: dict, captions: list[list[str]], methods: dict, args: argparse.Namespace
 ) -> np.ndarray:
-    """One row per image: the input crop, then one overlay per method, all captioned. Returns uint8 (H, W, 3)."""
-    pixels = display_images(model, x)
+    """One row per image and target: the input crop, then one overlay per method, all captioned.
+
+    maps: {name: (B, T, gh, gw)}; captions: B lists of T target captions. Returns uint8 (H, W, 3).
+    """
+    pixels = display_images(model, x).repeat(args.scale, axis=1).repeat(args.scale, axis=2)
     titles = [name + (f" ({preset})" if args.rules else "") for name, (_, preset) in methods.items()]
     rows, labels = [], []
     for i, path in enumerate(args.image):
-        overlays = [viz.overlay(pixels[i], np.asarray(maps[name][i], np.float32), alpha=args.alpha) for name in methods]
-        rows.append([pixels[i], *overlays])
-        labels.append([f"{os.path.basename(path)}: class {y[i]}", *titles])
+        for t, caption in enumerate(captions[i]):
+            overlays = [
+                viz.overlay(pixels[i], np.asarray(maps[n][i, t], np.float32), alpha=args.alpha) for n in methods
+            ]
+            rows.append([pixels[i], *overlays])
+            labels.append([f"{os.path.basename(path)}: {caption}", *titles])
     return viz.grid(rows, labels)
+
+
+def explain_prompts(args: argparse.Namespace, methods: dict[str, tuple[str, str]], images: list) -> int:
+    """Image–text models: the logit scale·cos(image, prompt) (+ bias) of every prompt, one map per prompt."""
+    if args.target is not None or args.checkpoint:
+        raise UserError("--prompt explains text prompts of an image–text model: drop --target / --checkpoint")
+    try:
+        model, params = image_text.load_image_text(args.model, **dict(args.model_kw))
+        tokenizer = image_text.load_tokenizer(args.model)
+    except (OSError, ValueError, TypeError, ImportError) as e:
+        raise UserError(f"cannot load image–text model {args.model!r}: {e}") from None
+    text = image_text.text_embeddings(model, params, tokenizer(args.prompt))  # (T, E) unit vectors
+    x = preprocess(model, images)
+    emb = jax.jit(lambda p, v: model.apply({"params": p}, v, method="encode_image"))(params, x)
+    target = image_text.model_target(params, "vanilla")
+    logits = np.asarray(jax.vmap(lambda e: jax.vmap(lambda t: target(e, t))(text))(emb))  # (B, T)
+    for path, row in zip(args.image, logits, strict=True):
+        print(f"{path}:")
+        for prompt, value in zip(args.prompt, row, strict=True):
+            print(f"  {value:9.4f}  {prompt}")
+    y = np.broadcast_to(np.asarray(text), (len(images), *text.shape))  # T prompts per image: one image forward
+    by_preset: dict[str, dict[str, tuple[str, str]]] = {}
+    for name, (method, preset) in methods.items():
+        by_preset.setdefault(preset, {})[name] = (method, preset)
+    maps: dict[str, jax.Array] = {}
+    for preset, group in by_preset.items():  # the N2U rule of the target follows each method's preset
+        target = image_text.model_target(params, preset)
+        try:
+            fn = jax.jit(step.combined_attribution(model, group, target=target))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        maps |= fn(params, x, y)
+    print(f"explaining {len(args.prompt)} prompt(s) with {', '.join(methods)}")
+    captions = [[repr(prompt) for prompt in args.prompt]] * len(images)
+    viz.save_png(args.out, overlay_grid(model, x, maps, captions, methods, args))
+    print(f"wrote {args.out}")
+    return 0
 
 
 # ---------------------------------------------------------------- run

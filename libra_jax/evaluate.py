@@ -288,13 +288,19 @@ DEFAULT_METHODS = (
 )
 
 
+def model_path(name: str) -> str:
+    """An embedded model's name → its shipped checkpoint file; any other name unchanged."""
+    from libra_jax.train import asset_path
+
+    return str(asset_path(name.removeprefix("synthetic_"))) if name in EMBEDDED else name
+
+
 def load_model(name: str, checkpoint: str | None = None):
     """(model, params, benchmark config or None): embedded names resolve to the shipped checkpoints."""
     from libra_jax.loading import load
     from libra_jax.serialization import is_libra_checkpoint, read_libra_checkpoint
-    from libra_jax.train import asset_path
 
-    path = str(asset_path(name.removeprefix("synthetic_"))) if name in EMBEDDED else name
+    path = model_path(name)
     model, params = load(path, checkpoint)
     bench = None
     if checkpoint is None and is_libra_checkpoint(path):

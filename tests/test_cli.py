@@ -62,9 +62,9 @@ def _explain(files, *extra: str, checkpoint: str = "checkpoint") -> int:
     return cli.main(["explain", *model, "--model-kw", *MODEL_KW, *extra])
 
 
-def _expected_shape(rows: int, panels: int) -> tuple[int, int, int]:
+def _expected_shape(rows: int, panels: int, scale: int = 1) -> tuple[int, int, int]:
     """The size `viz.grid` gives `rows` × `panels` captioned model-sized panels (captions do not change it)."""
-    blank = np.zeros((SIZE, SIZE, 3), np.uint8)
+    blank = np.zeros((SIZE * scale, SIZE * scale, 3), np.uint8)
     return viz.grid([[blank] * panels] * rows, [[""] * panels] * rows).shape
 
 
@@ -95,6 +95,14 @@ def test_explain_batch_with_target_and_rules(files, tmp_path, capsys):
     assert stdout.count("1. class") == 2 and "explaining class 4, 4" in stdout
     assert len(re.findall(r"^\s+\d\. class \d+\s+p=[0-9.]+$", stdout, re.M)) == 10  # no config.json: no names
     assert np.asarray(Image.open(out)).shape == _expected_shape(rows=2, panels=3)
+
+
+def test_explain_several_targets_one_row_each(files, tmp_path, capsys):
+    out = tmp_path / "targets.png"
+    args = ("--image", files["a.png"], "--image", files["b.png"], "--method", "libra_fullgrad_plus")
+    assert _explain(files, *args, "--target", "4", "--target", "1", "--scale", "2", "--out", str(out)) == 0
+    assert "explaining class 4, 1 with libra_fullgrad_plus" in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).shape == _expected_shape(rows=4, panels=2, scale=2)  # 2 images × 2 classes
 
 
 def test_label_names_forms(tmp_path):
