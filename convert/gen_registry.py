@@ -3,15 +3,16 @@
     python convert/gen_registry.py [-o libra_jax/models/timm_registry.json]
 
 For every registered timm architecture of the supported families (ViT-like: `VisionTransformer`;
-MLP-Mixer / gMixer: `MlpMixer`) it captures the keyword arguments the architecture's entry point
-passes to timm's model builder, constructs that model on the meta device (no memory, no weights)
-and reads the built modules back into the family's config (`ViTConfig` / `MixerConfig`). Each
+BEiT / BEiTv2: `Beit`; EVA / EVA-02: `Eva`; MLP-Mixer / gMixer: `MlpMixer`) it captures the keyword
+arguments the architecture's entry point passes to timm's model builder, constructs that model on the
+meta device (no memory, no weights) and reads the built modules back into the family's config
+(`ViTConfig` / `BeitConfig` / `EvaConfig` / `MixerConfig`). Each
 entry is checked before it is written: every module must be one our Flax model implements, and
 every timm parameter must map onto a Flax parameter of the same shape. Architectures that fail a
 check are skipped with the reason printed.
 
 Per architecture the JSON holds:
-  family     'vit' or 'mixer': which config class / Flax model the entry builds;
+  family     'vit', 'beit', 'eva' or 'mixer': which config class / Flax model the entry builds;
   config     all config fields of the architecture as its entry point builds it, before any
              pretrained-cfg defaults (tuples as lists);
   explicit   which of num_classes / global_pool / in_chans / img_size the entry point sets itself
@@ -41,11 +42,12 @@ import numpy as np
 import timm
 import torch
 from timm import layers as tl
-from timm.models import _builder, deit, get_pretrained_cfg, mlp_mixer, vision_transformer
+from timm.layers import pos_embed_sincos
+from timm.models import _builder, beit, deit, eva, get_pretrained_cfg, mlp_mixer, vision_transformer
 
 from libra_jax.checkpoint import flatten, timm_key_to_flax
 from libra_jax.models import build_model
-from libra_jax.models.config import DataConfig, MixerConfig, ModelConfig, ViTConfig
+from libra_jax.models.config import BeitConfig, DataConfig, EvaConfig, MixerConfig, ModelConfig, ViTConfig
 
 VIT_NAMES = re.compile(
     r"^(deit3?_"  # DeiT, DeiT-3 (LayerScale), DeiT distilled
@@ -56,10 +58,10 @@ VIT_NAMES = re.compile(
     r"|vit_[a-z]+_patch\d+_\d+$)"  # plain ViT sizes
 )
 MIXER_NAMES = re.compile(r"^g?mixer_")  # MLP-Mixer, gMixer (not ResMLP / gMLP: other blocks)
+BEIT_NAMES = re.compile(r"^beit")  # BEiT, BEiTv2
+EVA_NAMES = re.compile(r"^eva")  # EVA, EVA-02 (the eva module's vit_*_rope / PE models are other blocks)
 
-# Other modules (eva, beit, ...) build different classes even for vit_* names.
-BUILDER_MODULES = (vision_transformer, deit, mlp_mixer)
-MODULES = tuple(m.__name__.rsplit(".", 1)[-1] for m in BUILDER_MODULES)
+BUILDER_MODULES = (vision_transformer, deit, mlp_mixer, beit, eva)
 PRETRAINED_KEYS = ("input_size", "fixed_input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 DERIVABLE = ("num_classes", "global_pool", "in_chans", "img_size")
 
@@ -74,6 +76,7 @@ COMMON_MODULES = (
     torch.nn.Identity,
     torch.nn.Dropout,
     torch.nn.Sequential,
+    torch.nn.ModuleList,
     torch.nn.GELU,
     torch.nn.SiLU,
     tl.GELU,
@@ -90,6 +93,15 @@ SUPPORTED_VIT_MODULES = (
     *COMMON_MODULES,
 )
 SUPPORTED_MIXER_MODULES = (mlp_mixer.MlpMixer, mlp_mixer.MixerBlock, *COMMON_MODULES)
+SUPPORTED_BEIT_MODULES = (beit.Beit, beit.Block, beit.Attention, beit.RelativePositionBias, tl.SwiGLU, *COMMON_MODULES)
+SUPPORTED_EVA_MODULES = (
+    eva.Eva,
+    eva.EvaBlock,
+    eva.EvaAttention,
+    pos_embed_sincos.RotaryEmbeddingCat,
+    tl.SwiGLU,
+    *COMMON_MODULES,
+)
 
 
 class _Captured(Exception):
@@ -139,18 +151,26 @@ def check_norms(model: torch.nn.Module) -> None:
             raise ValueError(f"{name} is a LayerNorm without affine weight and bias")
 
 
-def check_vit_modules(model: torch.nn.Module) -> None:
-    """Raise ValueError naming the first module our Flax ViT cannot reproduce."""
+def check_module_types(model: torch.nn.Module, supported: tuple[type, ...]) -> None:
+    """Raise ValueError naming the first module (LayerNorm subclasses aside) whose type is not `supported`."""
     check_norms(model)
     for name, m in model.named_modules():
-        if type(m) not in SUPPORTED_VIT_MODULES and not (
-            type(m).__name__ == "VisionTransformerDistilled" or isinstance(m, torch.nn.LayerNorm)
-        ):
+        if type(m) not in supported and not isinstance(m, torch.nn.LayerNorm):
             raise ValueError(f"module {name or '<root>'} is a {type(m).__name__}")
+
+
+def check_patch_embed(patch_embed: torch.nn.Module) -> None:
+    if not isinstance(patch_embed.norm, torch.nn.Identity) or not patch_embed.flatten:
+        raise ValueError("patch_embed has a norm or keeps the spatial layout")
+
+
+def check_vit_modules(model: torch.nn.Module) -> None:
+    """Raise ValueError naming the first module our Flax ViT cannot reproduce."""
+    distilled = type(model).__name__ == "VisionTransformerDistilled"
+    check_module_types(model, SUPPORTED_VIT_MODULES + ((type(model),) if distilled else ()))
     if getattr(model, "pool_include_prefix", False):
         raise ValueError("pool_include_prefix=True")
-    if not isinstance(model.patch_embed.norm, torch.nn.Identity) or not model.patch_embed.flatten:
-        raise ValueError("patch_embed has a norm or keeps the spatial layout")
+    check_patch_embed(model.patch_embed)
     pool = model.attn_pool
     if pool is not None and (pool.latent_len != 1 or pool.pos_embed is not None or pool.pool != "token"):
         raise ValueError("attention pool with several latents / pos embed / non-token pooling")
@@ -158,14 +178,48 @@ def check_vit_modules(model: torch.nn.Module) -> None:
 
 def check_mixer_modules(model: torch.nn.Module) -> None:
     """Raise ValueError naming the first module our Flax MlpMixer cannot reproduce."""
-    check_norms(model)
+    check_module_types(model, SUPPORTED_MIXER_MODULES)
     for name, m in model.named_modules():
-        if type(m) not in SUPPORTED_MIXER_MODULES:
-            raise ValueError(f"module {name or '<root>'} is a {type(m).__name__}")
         if isinstance(m, tl.GluMlp) and not m.gate_last:
             raise ValueError(f"{name} is a GluMlp with the gate in the first half (gate_last=False)")
-    if not isinstance(model.stem.norm, torch.nn.Identity) or not model.stem.flatten:
-        raise ValueError("stem has a norm or keeps the spatial layout")
+    check_patch_embed(model.stem)
+
+
+def check_head_dim(attn: torch.nn.Module, embed_dim: int) -> None:
+    """Raise ValueError when the attention width is not embed_dim (timm's attn_head_dim option)."""
+    if attn.proj.in_features != embed_dim:
+        raise ValueError("attention width differs from embed_dim (attn_head_dim)")
+
+
+def check_beit_modules(model: torch.nn.Module) -> None:
+    """Raise ValueError naming the first module our Flax BEiT cannot reproduce."""
+    check_module_types(model, SUPPORTED_BEIT_MODULES)
+    check_patch_embed(model.patch_embed)
+    for block in model.blocks:
+        check_head_dim(block.attn, model.embed_dim)
+
+
+def check_eva_modules(model: torch.nn.Module) -> None:
+    """Raise ValueError naming the first module or option our Flax EVA cannot reproduce."""
+    check_module_types(model, SUPPORTED_EVA_MODULES)
+    check_patch_embed(model.patch_embed)
+    if model.attn_pool is not None:
+        raise ValueError("attention-pool head")
+    if not isinstance(model.norm, torch.nn.Identity) and not isinstance(model.fc_norm, torch.nn.Identity):
+        raise ValueError("both a final norm and an fc_norm")
+    rope = model.rope
+    if rope is not None and (rope.in_pixels or rope.rotate_half or rope.grid_type != "index" or rope.aug_active):
+        raise ValueError("RoPE other than EVA-02's (pixel bands, half rotation, non-index grid or coordinate jitter)")
+    for name, m in model.named_modules():
+        if isinstance(m, tl.GluMlp) and m.gate_last:
+            raise ValueError(f"{name} is a GluMlp with the gate in the second half (gate_last=True)")
+    for block in model.blocks:
+        attn = block.attn
+        check_head_dim(attn, model.embed_dim)
+        if attn.gate is not None or (attn.k_proj is not None and attn.k_proj.bias is not None):
+            raise ValueError("gated attention or a k bias")
+        if (block.gamma_1 is None) != (block.gamma_2 is None):
+            raise ValueError("LayerScale on one branch only")
 
 
 def vit_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
@@ -211,6 +265,91 @@ def vit_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
     )
 
 
+def mlp_kind(mlp: torch.nn.Module) -> tuple[str, int]:
+    """(our mlp_layer, fc1 width of one half) of a timm MLP module."""
+    if isinstance(mlp, tl.SwiGLU):
+        return "swiglu", mlp.fc1_g.out_features
+    if isinstance(mlp, tl.GluMlp):
+        return "glu", mlp.fc1.out_features // 2
+    return "mlp", mlp.fc1.out_features
+
+
+def beit_config(model: torch.nn.Module, kwargs: dict) -> BeitConfig:
+    """Read the built timm Beit back into a BeitConfig."""
+    b0 = model.blocks[0]
+    mlp_layer, hidden = mlp_kind(b0.mlp)
+    config = BeitConfig(
+        img_size=tuple(model.patch_embed.img_size),
+        patch_size=tuple(model.patch_embed.patch_size),
+        in_chans=model.patch_embed.proj.in_channels,
+        num_classes=model.num_classes,
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=b0.attn.num_heads,
+        mlp_ratio=float(kwargs.get("mlp_ratio", 4.0)),
+        qkv_bias=b0.attn.q_bias is not None,
+        scale_mlp_norm=not isinstance(b0.mlp.norm, torch.nn.Identity),
+        init_values=kwargs.get("init_values") if b0.gamma_1 is not None else None,
+        pos_embed=model.pos_embed is not None,
+        fc_norm=kwargs.get("use_fc_norm"),
+        global_pool=model.global_pool,
+        act=act_name(b0.mlp.act),
+        mlp_layer=mlp_layer,
+        norm_eps=float(b0.norm1.eps),
+        use_rel_pos_bias=b0.attn.relative_position_bias_table is not None,
+        use_shared_rel_pos_bias=model.rel_pos_bias is not None,
+    )
+    if config.mlp_hidden != hidden:
+        raise ValueError(f"mlp hidden {hidden} != int(embed_dim * {config.mlp_ratio})")
+    return config
+
+
+def eva_config(model: torch.nn.Module, kwargs: dict) -> EvaConfig:
+    """Read the built timm Eva back into an EvaConfig."""
+    b0 = model.blocks[0]
+    not_id = lambda m: not isinstance(m, torch.nn.Identity)  # noqa: E731
+    mlp_layer, hidden = mlp_kind(b0.mlp)
+    attn, rope = b0.attn, model.rope
+    config = EvaConfig(
+        img_size=tuple(model.patch_embed.img_size),
+        patch_size=tuple(model.patch_embed.patch_size),
+        in_chans=model.patch_embed.proj.in_channels,
+        num_classes=model.num_classes,
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=attn.num_heads,
+        mlp_ratio=float(kwargs.get("mlp_ratio", 4.0)),
+        qkv_bias=attn.q_bias is not None or (attn.q_proj is not None and attn.q_proj.bias is not None),
+        qk_norm=not_id(attn.q_norm),
+        scale_attn_norm=not_id(attn.norm),
+        scale_mlp_norm=not_id(b0.mlp.norm),
+        init_values=kwargs.get("init_values") if b0.gamma_1 is not None else None,
+        class_token=model.cls_token is not None,
+        reg_tokens=0 if model.reg_token is None else model.reg_token.shape[1],
+        no_embed_class=model.no_embed_class,
+        pos_embed=model.pos_embed is not None,
+        pre_norm=not_id(model.norm_pre),
+        final_norm=not_id(model.norm) or not_id(model.fc_norm),
+        fc_norm=kwargs.get("use_fc_norm"),  # None = timm's automatic choice from global_pool
+        global_pool=model.global_pool,
+        act=act_name(b0.mlp.act),
+        mlp_layer=mlp_layer,
+        norm_eps=float(b0.norm1.eps),
+        qkv_fused=attn.qkv is not None,
+        use_rot_pos_emb=rope is not None,
+        ref_feat_shape=None if rope is None or rope.ref_feat_shape is None else tuple(rope.ref_feat_shape),
+        rope_temperature=10000.0 if rope is None else float(rope.temperature),
+        rope_grid_offset=0.0 if rope is None else float(rope.grid_offset),
+        rope_grid_indexing="ij" if rope is None else rope.grid_indexing,
+    )
+    if int(config.embed_dim * config.mlp_ratio) != hidden:
+        raise ValueError(f"mlp hidden {hidden} != int(embed_dim * {config.mlp_ratio})")
+    norms = (config.use_fc_norm, config.final_norm and not config.use_fc_norm)
+    if norms != (not_id(model.fc_norm), not_id(model.norm)):
+        raise ValueError("final norm / fc_norm choice differs from ViTConfig's")
+    return config
+
+
 def mixer_config(model: torch.nn.Module, kwargs: dict) -> MixerConfig:
     """Read the built timm MlpMixer back into a MixerConfig."""
     b0 = model.blocks[0]
@@ -240,19 +379,30 @@ class Family:
     """How to recognise, check and read one timm model family."""
 
     names: re.Pattern
+    modules: tuple[str, ...]  # timm model modules whose architectures may belong to the family
     check: Callable[[torch.nn.Module], None]  # raises ValueError for what our Flax model lacks
     read: Callable[[torch.nn.Module, dict], ModelConfig]  # built timm model + its kwargs → config
     shallow: dict  # kwargs (= config fields) of a 2-block build, for the parameter-shape check
 
 
 FAMILIES = {
-    "vit": Family(VIT_NAMES, check_vit_modules, vit_config, {"depth": 2}),
-    "mixer": Family(MIXER_NAMES, check_mixer_modules, mixer_config, {"num_blocks": 2}),
+    "vit": Family(VIT_NAMES, ("vision_transformer", "deit"), check_vit_modules, vit_config, {"depth": 2}),
+    "beit": Family(BEIT_NAMES, ("beit",), check_beit_modules, beit_config, {"depth": 2}),
+    "eva": Family(EVA_NAMES, ("eva",), check_eva_modules, eva_config, {"depth": 2}),
+    "mixer": Family(MIXER_NAMES, ("mlp_mixer",), check_mixer_modules, mixer_config, {"num_blocks": 2}),
 }
 
 
+@functools.cache
+def module_models(modules: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(timm.list_models(module=list(modules)))
+
+
 def family_of(arch: str) -> str | None:
-    return next((name for name, fam in FAMILIES.items() if fam.names.match(arch)), None)
+    """The family whose name pattern matches `arch` among the architectures of its timm modules."""
+    return next(
+        (name for name, fam in FAMILIES.items() if fam.names.match(arch) and arch in module_models(fam.modules)), None
+    )
 
 
 def check_shapes(model_cls, kwargs: dict, config: ModelConfig, shallow: dict) -> None:
@@ -324,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     models, skipped = {}, {}
-    for arch in sorted(a for a in timm.list_models(module=MODULES) if family_of(a)):
+    for arch in sorted(a for a in timm.list_models() if family_of(a)):
         try:
             models[arch] = registry_entry(arch)
         except ValueError as e:

@@ -1,7 +1,9 @@
 """Adapt a timm state dict to the model it is loaded into (the cheap part of timm's `checkpoint_filter_fn`).
 
 Handled, as timm does for the ViT families:
-  * DeiT-3 LayerScale names 'blocks.N.gamma_1/2' → 'blocks.N.ls1/ls2.gamma'; 'pre_logits.*' dropped;
+  * 'pre_logits.*' dropped; buffers older BEiT / EVA checkpoints carry and ours compute
+    ('*.relative_position_index', EVA 'rope.*') dropped; EVA masked-image-modelling checkpoints
+    ('mask_token' present): 'mask_token' and 'lm_head.*' dropped, 'norm.*' moved to 'fc_norm.*';
   * a flattened (O, C·p·p) patch-embed weight is reshaped to the conv layout;
   * patch-embed kernel of another size → FlexiViT pseudo-inverse resize (`resample_patch_embed`);
   * pos_embed of another grid → resized (`resample_abs_pos_embed`), prefix slots kept as they are;
@@ -109,10 +111,14 @@ def adapt_state_dict(
     out: dict[str, np.ndarray] = {}
     notes: list[str] = []
     kernel_size = None
+    mim = config.family == "eva" and "mask_token" in state
     for key, value in state.items():
-        if key.startswith("pre_logits."):
+        if key.startswith(("pre_logits.", "rope.")) or key.endswith(".relative_position_index"):
             continue
-        key = re.sub(r"\.gamma_([12])$", r".ls\1.gamma", key)
+        if mim:
+            if key == "mask_token" or key.startswith("lm_head."):
+                continue
+            key = re.sub(r"^norm\.", "fc_norm.", key)
         if key == "patch_embed.proj.weight":
             if value.ndim < 4:
                 value = value.reshape(config.embed_dim, -1, *config.patch_size)

@@ -39,6 +39,19 @@ INDEXED_CONTAINERS = ("blocks",)
 # our conv is the module itself.
 MODULE_RENAMES = {"patch_embed.proj": "patch_embed", "stem.proj": "stem"}
 
+# Parameters timm keeps on a parent module that ours keep in a child: BEiT / EVA / legacy DeiT-3
+# LayerScale `gamma_1/2` (ours: `ls1/ls2` modules), BEiT / EVA q/v biases (ours: on the fused `qkv`
+# projection, so that one bias probe covers them). timm leaf → (our child module, our leaf).
+LEAF_RENAMES = {
+    "gamma_1": ("ls1", "gamma"),
+    "gamma_2": ("ls2", "gamma"),
+    "q_bias": ("qkv", "q_bias"),
+    "v_bias": ("qkv", "v_bias"),
+}
+# The q/v biases are exported under timm's name again (LayerScale keeps the `ls1.gamma` form timm's
+# ViT uses, which its BEiT / EVA filters do not read, but ours does).
+EXPORT_LEAVES = {"qkv/q_bias": "q_bias", "qkv/v_bias": "v_bias"}
+
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
     """Nested dict → {'a/b/c': leaf}."""
@@ -70,6 +83,9 @@ def timm_key_to_flax(key: str, ndim: int) -> tuple[str, Callable[[np.ndarray], n
     for old, new in MODULE_RENAMES.items():
         if module == old or module.startswith(old + "."):
             module = new + module[len(old) :]
+    if leaf in LEAF_RENAMES and not module.endswith("." + LEAF_RENAMES[leaf][0]):
+        child, leaf = LEAF_RENAMES[leaf]
+        module = f"{module}.{child}" if module else child
     parts = module.split(".") if module else []
     joined: list[str] = []
     for p in parts:
@@ -145,6 +161,9 @@ def params_to_timm(params: Mapping) -> dict[str, np.ndarray]:
     out = {}
     for path, value in flatten(params).items():
         value = np.asarray(jax.device_get(value))
+        for ours, timm_leaf in EXPORT_LEAVES.items():
+            if path.endswith("/" + ours):
+                path = path[: -len(ours)] + timm_leaf
         *mods, leaf = path.split("/")
         mods = [".".join(m.rsplit("_", 1)) if m.rsplit("_", 1)[0] in INDEXED_CONTAINERS else m for m in mods]
         module = ".".join(mods)

@@ -116,7 +116,8 @@ def load(
     cache_dir: str | os.PathLike | None = None,
     **model_kwargs,
 ) -> tuple[VisionTransformer | MlpMixer, dict]:
-    """Build a timm-compatible ViT / MLP-Mixer and load its weights, like `timm.create_model(name, pretrained=True)`.
+    """Build a timm-compatible ViT (incl. BEiT, EVA) / MLP-Mixer and load its weights, like timm's
+    `create_model(name, pretrained=True)`.
 
     Args:
       name_or_path: one of
@@ -132,7 +133,7 @@ def load(
         shape mismatches always raise.
       cache_dir: HF cache directory (default: HF_HUB_CACHE).
       **model_kwargs: timm-style model overrides (depth=4, num_classes=10, img_size=112,
-        patch_size=..., act_layer=...; MLP-Mixer: num_blocks=4, mlp_ratio=...). ViT position and
+        patch_size=..., act_layer=..., norm_eps=1e-5; MLP-Mixer: num_blocks=4, mlp_ratio=...). ViT position and
         patch embeddings are resampled to a new img_size / patch_size as timm does (a Mixer's token
         MLP fixes its token count); with num_classes set, a classifier of another size is
         re-initialised (with a warning).

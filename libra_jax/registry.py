@@ -1,4 +1,5 @@
-"""timm model names → model config (`ViTConfig` / `MixerConfig`) + `DataConfig`, like `timm.create_model`.
+"""timm model names → model config (`ViTConfig` / `BeitConfig` / `EvaConfig` / `MixerConfig`) + `DataConfig`, like
+`timm.create_model`.
 
 The table `models/timm_registry.json` is generated from timm by `convert/gen_registry.py` (this
 module needs neither torch nor timm). A name is `<architecture>[.<pretrained tag>]`, e.g.
@@ -40,6 +41,14 @@ IGNORED_TIMM_KWARGS = frozenset(
         "nlhb",  # MLP-Mixer head-bias init
     }
 )
+
+# timm constructor kwargs whose config field has another name (BEiT / EVA spellings) → the field.
+TIMM_ALIASES = {
+    "use_abs_pos_emb": "pos_embed",
+    "use_fc_norm": "fc_norm",
+    "scale_attn_inner": "scale_attn_norm",
+    "scale_mlp": "scale_mlp_norm",
+}
 
 # timm act_layer names (timm.layers.get_act_layer) → ours.
 ACT_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu", "swish": "silu"}
@@ -103,8 +112,8 @@ def _entry(arch: str) -> dict:
         hint = f" Close matches: {', '.join(close)}." if close else ""
         raise UnknownModelError(
             f"unknown model architecture {arch!r}.{hint} libra-jax covers timm's ViT, DeiT/DeiT-3, FlexiViT, CLIP,"
-            " SigLIP, register, DINOv2 and MLP-Mixer / gMixer families; libra_jax.registry.list_models() lists them"
-            " all."
+            " SigLIP, register, DINOv2, BEiT/BEiTv2, EVA/EVA-02 and MLP-Mixer / gMixer families;"
+            " libra_jax.registry.list_models() lists them all."
         ) from None
 
 
@@ -118,18 +127,19 @@ def timm_kwargs_to_config(kwargs: Mapping, config_cls: type[ModelConfig] = ViTCo
     for key, value in kwargs.items():
         if key in IGNORED_TIMM_KWARGS:
             continue
+        field = key if key in fields else TIMM_ALIASES.get(key, key)
         if key == "act_layer":
             if value not in ACT_NAMES:
                 raise ValueError(f"unsupported act_layer {value!r}; supported: {sorted(ACT_NAMES)}")
             out["act"] = ACT_NAMES[value]
         elif key == "pos_embed" and isinstance(value, str):
             out["pos_embed"] = value == "learn"  # timm: 'learn' | 'none' | ''
-        elif key in fields:
-            out[key] = value
+        elif field in fields:
+            out[field] = value
         else:
             raise ValueError(
-                f"unsupported model kwarg {key!r}; libra-jax accepts the {config_cls.__name__} fields {sorted(fields)}"
-                f" and act_layer, and ignores {sorted(IGNORED_TIMM_KWARGS)}"
+                f"unsupported model kwarg {key!r}; libra-jax accepts the {config_cls.__name__} fields {sorted(fields)},"
+                f" act_layer and the timm spellings {sorted(TIMM_ALIASES)}, and ignores {sorted(IGNORED_TIMM_KWARGS)}"
             )
     return out
 

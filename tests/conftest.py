@@ -40,13 +40,15 @@ def golden_dir(case: str) -> pathlib.Path:
     return path
 
 
-def load_golden_case(case: str):
-    """(model, params, images NHWC, labels, config dict) of a golden case, through `libra_jax.load`."""
+def load_golden_case(case: str, **overrides):
+    """(model, params, images NHWC, labels, config dict) of a golden case, through `libra_jax.load`
+    (`overrides`: model kwargs on top of the case's create_kwargs)."""
     from libra_jax.loading import load
 
     path = golden_dir(case)
     cfg = json.loads((path / "config.json").read_text())
-    model, params = load(cfg["timm_name"], checkpoint=str(path / "model.safetensors"), **cfg["create_kwargs"])
+    kwargs = {**cfg["create_kwargs"], **overrides}
+    model, params = load(cfg["timm_name"], checkpoint=str(path / "model.safetensors"), **kwargs)
     inputs = np.load(path / "inputs.npz")
     images = np.ascontiguousarray(inputs["images"].transpose(0, 2, 3, 1))
     return model, params, images, inputs["labels"], cfg

@@ -50,6 +50,21 @@ def test_kwargs_override_like_timm():
         ("vit_base_patch14_reg4_dinov2", dict(no_embed_class=True, num_prefix_tokens=5, embed_dim=768)),
         ("vit_small_patch14_dinov2", dict(reg_tokens=0, patch_size=(14, 14), img_size=(518, 518))),
         ("vit_medium_patch16_reg4_gap_256", dict(class_token=False, reg_tokens=4, global_pool="avg", use_fc_norm=True)),
+        (
+            "beitv2_base_patch16_224",
+            dict(family="beit", use_rel_pos_bias=True, pos_embed=False, init_values=1e-5, use_fc_norm=True),
+        ),
+        ("beit_base_patch16_224", dict(init_values=0.1, qkv_layout="qv_bias", droppable_tokens=False)),
+        (
+            "eva02_tiny_patch14_224",
+            dict(family="eva", mlp_layer="glu", mlp_hidden=1024, act="silu", qkv_layout="qv_bias", global_pool="avg"),
+        ),
+        (
+            "eva02_base_patch14_448",
+            dict(qkv_layout="separate", mlp_layer="swiglu", scale_mlp_norm=True, mlp_hidden=2048),
+        ),
+        ("eva02_large_patch14_clip_224", dict(global_pool="token", scale_attn_norm=True, use_fc_norm=False)),
+        ("eva_giant_patch14_224", dict(use_rot_pos_emb=False, mlp_layer="mlp", act="gelu", droppable_tokens=True)),
     ],
 )
 def test_family_configs(name, expect):
@@ -129,3 +144,46 @@ def test_registry_agrees_with_timm():
         assert (c.mlp_hidden, c.norm_eps, c.global_pool) == (b.mlp.fc1.out_features, b.norm1.eps, m.global_pool), name
         assert c.num_prefix_tokens == m.num_prefix_tokens and c.reg_tokens == m.num_reg_tokens, name
         assert c.pre_norm == (not isinstance(m.norm_pre, torch.nn.Identity)), name
+
+
+def test_beit_eva_kwargs():
+    """LayerNorm eps override (the official code's 1e-5) and timm's BEiT / EVA argument spellings."""
+    spec = resolve("beitv2_base_patch16_224", norm_eps=1e-5, use_abs_pos_emb=True, use_fc_norm=False)
+    assert (spec.config.norm_eps, spec.config.pos_embed, spec.config.use_fc_norm) == (1e-5, True, False)
+    assert resolve("eva02_tiny_patch14_224.mim_in22k", norm_eps=1e-5, scale_mlp=True).config.scale_mlp_norm
+    assert resolve("eva02_tiny_patch14_224.mim_in22k").config.num_classes == 0
+    with pytest.raises(ValueError, match="unsupported model kwarg 'use_rel_pos_bias'"):
+        resolve("vit_tiny_patch16_224", use_rel_pos_bias=True)
+
+
+def test_beit_eva_registry_agrees_with_timm():
+    """The registry's BEiT / EVA configs equal the models timm builds (meta device), RoPE settings included."""
+    timm = pytest.importorskip("timm")
+    torch = pytest.importorskip("torch")
+    names = ["beit_large_patch16_512", "beitv2_base_patch16_224", "eva02_small_patch14_336", "eva02_base_patch14_448"]
+    for name in [*names, "eva02_large_patch14_clip_224", "eva_giant_patch14_clip_224"]:
+        with torch.device("meta"):
+            m = timm.create_model(name)
+        c = resolve(name).config
+        b = m.blocks[0]
+        fc1 = b.mlp.fc1_g if hasattr(b.mlp, "fc1_g") else b.mlp.fc1
+        assert (c.img_size, c.patch_size) == (tuple(m.patch_embed.img_size), tuple(m.patch_embed.patch_size)), name
+        assert (c.embed_dim, c.depth, c.num_heads, c.num_classes, c.global_pool) == (
+            m.embed_dim,
+            len(m.blocks),
+            b.attn.num_heads,
+            m.num_classes,
+            m.global_pool,
+        ), name
+        assert (c.mlp_hidden, c.norm_eps, c.pos_embed) == (fc1.out_features, b.norm1.eps, m.pos_embed is not None), name
+        assert c.use_fc_norm == (not isinstance(m.fc_norm, torch.nn.Identity)), name
+        assert (c.init_values is not None) == (b.gamma_1 is not None), name
+        if c.family == "beit":
+            assert c.use_rel_pos_bias == (b.attn.relative_position_bias_table is not None), name
+        else:
+            rope = getattr(m, "rope", None)
+            assert (c.rope is None) == (rope is None), name
+            if rope is not None:
+                assert c.rope.ref_feat_shape == tuple(rope.ref_feat_shape), name
+                assert c.rope.grid == tuple(rope.feat_shape), name
+            assert (c.qkv_layout == "separate") == (b.attn.qkv is None), name

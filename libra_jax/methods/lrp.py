@@ -105,6 +105,7 @@ def check_supported(config, method: str, relevance: bool = True) -> None:
         "a distillation token (two heads)": relevance and config.dist_token,
         f"a gated MLP (mlp_layer={config.mlp_layer!r})": relevance and config.mlp_layer != "mlp",
         "q/k norms": relevance and config.qk_norm,
+        f"{config.family} attention (q/v biases, relative-position bias or RoPE)": relevance and config.family != "vit",
         "inner attention / MLP norms": relevance and (config.scale_attn_norm or config.scale_mlp_norm),
         "an fc_norm head": relevance and config.use_fc_norm,
         "no classifier head (num_classes=0)": relevance and config.num_classes <= 0,

@@ -10,8 +10,9 @@ Protocol (the official LibraGrad one):
   influential removed first) keeps only those k.
 * Removal: `mode='drop'` takes the tokens out of the sequence (position embeddings were already
   added in h₀, so the remaining tokens keep their positions; they are kept in their original
-  order); `mode='zero'` sets their embeddings to 0, for models that cannot drop tokens (BEiT,
-  MLP-Mixer: `model.droppable_tokens = False`).
+  order; RoPE models (EVA, `model.uses_patch_positions`) get the kept grid indices, so their
+  rotation table is subset as officially); `mode='zero'` sets their embeddings to 0, for models
+  that cannot drop tokens (BEiT, MLP-Mixer: `model.droppable_tokens = False`).
 * Per image and ratio, against the dataset label: correct (argmax == label), p(label),
   AOPC term p_orig − p_masked and log-odds term log p_orig − log p_masked.
 * AUC = trapezoid over x = r of the per-ratio mean, ×100 (so the best accuracy AUC is 80).
@@ -88,8 +89,8 @@ def _embed_and_score(model, params, x: jax.Array, labels: jax.Array, logits_dtyp
     return h0, _scores(logits, labels, None, logits_dtype)
 
 
-def _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype) -> dict:
-    logits, _ = model.apply({"params": params}, tokens, _VANILLA, method="forward_tokens")
+def _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype, **forward_kwargs) -> dict:
+    logits, _ = model.apply({"params": params}, tokens, _VANILLA, method="forward_tokens", **forward_kwargs)
     scores = _scores(logits, labels, orig_logp, logits_dtype)
     return {m: scores[m] for m in METRICS}
 
@@ -99,7 +100,8 @@ def _drop_scores(model, params, h0, kept, labels, orig_logp, *, num_prefix, logi
     """Scores after removing tokens from the sequence: h0 (B, N, C), kept (B, m) → tokens (B, P + m, C)."""
     patches = jnp.take_along_axis(h0[:, num_prefix:], kept[..., None], axis=1)
     tokens = jnp.concatenate([h0[:, :num_prefix], patches], axis=1)
-    return _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype)
+    positions = {"patch_positions": kept} if getattr(model, "uses_patch_positions", False) else {}
+    return _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype, **positions)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_prefix", "variant", "logits_dtype"))

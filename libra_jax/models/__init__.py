@@ -1,10 +1,19 @@
 """Model families. Every model is a Flax Linen module with a `config` and a `data_config`."""
 
-from libra_jax.models.config import CONFIG_CLASSES, DataConfig, MixerConfig, ModelConfig, ViTConfig
+from libra_jax.models.config import (
+    CONFIG_CLASSES,
+    BeitConfig,
+    DataConfig,
+    EvaConfig,
+    MixerConfig,
+    ModelConfig,
+    ViTConfig,
+)
 from libra_jax.models.mixer import MlpMixer
 from libra_jax.models.vit import VisionTransformer
 
-MODEL_CLASSES = {"vit": VisionTransformer, "mixer": MlpMixer}
+# BEiT and EVA are VisionTransformer variants: their configs switch the attention features on.
+MODEL_CLASSES = {"vit": VisionTransformer, "beit": VisionTransformer, "eva": VisionTransformer, "mixer": MlpMixer}
 """Flax model class of each family (`config.family`)."""
 
 
@@ -16,7 +25,9 @@ def build_model(config: ModelConfig, data_config: DataConfig) -> VisionTransform
 __all__ = [
     "CONFIG_CLASSES",
     "MODEL_CLASSES",
+    "BeitConfig",
     "DataConfig",
+    "EvaConfig",
     "MixerConfig",
     "MlpMixer",
     "ModelConfig",

@@ -108,8 +108,168 @@ class ViTConfig(PatchGrid):
     def use_patch_bias(self) -> bool:
         return not self.pre_norm if self.patch_bias is None else self.patch_bias
 
+    # Variant hooks: computed, not fields, so plain ViT configs (and their registry entries) carry none of them.
+
+    @property
+    def qkv_layout(self) -> str:
+        """How q/k/v are projected: 'fused' (one `qkv` Linear with one bias, or none), 'qv_bias' (one `qkv`
+        kernel, separate q and v biases, k bias 0: BEiT / EVA) or 'separate' (`q_proj`, bias-free `k_proj`,
+        `v_proj`: EVA with qkv_fused=False)."""
+        return "fused"
+
+    @property
+    def rel_pos_window(self) -> tuple[int, int] | None:
+        """Window of each block's own relative-position bias table (BEiT), or None."""
+        return None
+
+    @property
+    def shared_rel_pos_window(self) -> tuple[int, int] | None:
+        """Window of the one relative-position bias table all blocks share (BEiT option), or None."""
+        return None
+
+    @property
+    def rope(self) -> RopeSpec | None:
+        """The rotary position embedding of the non-prefix q/k (EVA), or None."""
+        return None
+
+    @property
+    def droppable_tokens(self) -> bool:
+        """Whether tokens may be removed from the sequence (faithfulness): not when attention depends on the
+        token's grid position through a fixed-size table (BEiT's relative-position bias)."""
+        return True
+
     def replace(self, **changes) -> ViTConfig:
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeSpec:
+    """timm `RotaryEmbeddingCat` (language-style bands, 'index' grid) as EVA builds it.
+
+    Attributes:
+      grid: patch grid (H, W) the table covers.
+      head_dim: per-head width the rotation acts on.
+      ref_feat_shape: grid the positions are rescaled to (EVA's fine-tune scheme), or None.
+      temperature: band temperature.
+      grid_offset: added to the integer positions.
+      grid_indexing: 'ij' or 'xy' (torch.meshgrid indexing).
+    """
+
+    grid: tuple[int, int]
+    head_dim: int
+    ref_feat_shape: tuple[int, int] | None = None
+    temperature: float = 10000.0
+    grid_offset: float = 0.0
+    grid_indexing: str = "ij"
+
+
+@dataclasses.dataclass(frozen=True)
+class BeitConfig(ViTConfig):
+    """Architecture of a timm `Beit` (BEiT, BEiTv2): a ViT whose attention has q and v biases (no k bias)
+    and a learned relative-position bias, mean pooling + fc_norm by default, no absolute position
+    embedding in the released models.
+
+    Extra fields are timm's `Beit` arguments: `use_rel_pos_bias` (one table per block) and
+    `use_shared_rel_pos_bias` (one table for all blocks). `pos_embed` is timm's use_abs_pos_emb;
+    `init_values` gives the LayerScale `gamma_1/gamma_2`.
+    """
+
+    family: ClassVar[str] = "beit"
+
+    global_pool: str = "avg"
+    use_rel_pos_bias: bool = False
+    use_shared_rel_pos_bias: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.global_pool not in ("avg", "token", ""):
+            raise ValueError(f"unsupported global_pool {self.global_pool!r}; timm Beit pools by 'avg', 'token' or ''")
+        # timm Beit always has exactly one cls token, a pre-norm-free stem and an Mlp / SwiGLU MLP.
+        unsupported = {
+            "reg_tokens": self.reg_tokens,
+            "dist_token": self.dist_token,
+            "no_embed_class": self.no_embed_class,
+            "pre_norm": self.pre_norm,
+            "class_token=False": not self.class_token,
+            "mlp_layer='glu'": self.mlp_layer == "glu",
+        }
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            raise ValueError(f"timm Beit has no {', '.join(bad)} option")
+
+    @property
+    def qkv_layout(self) -> str:
+        return "qv_bias" if self.qkv_bias else "fused"
+
+    @property
+    def rel_pos_window(self) -> tuple[int, int] | None:
+        return self.grid_size if self.use_rel_pos_bias else None
+
+    @property
+    def shared_rel_pos_window(self) -> tuple[int, int] | None:
+        return self.grid_size if self.use_shared_rel_pos_bias else None
+
+    @property
+    def droppable_tokens(self) -> bool:
+        # The official code zeroes BEiT tokens (droppable_tokens_p=False): its bias tables index the full grid.
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaConfig(ViTConfig):
+    """Architecture of a timm `Eva` (EVA-02): a ViT with q/v biases (k bias 0), 2-D RoPE on the non-prefix
+    q/k, SwiGLU MLPs and optional inner norms.
+
+    Extra fields follow timm's `Eva` arguments: `qkv_fused` (one `qkv` kernel + q_bias/v_bias, else
+    q_proj/k_proj/v_proj), `use_rot_pos_emb` and the RoPE settings `ref_feat_shape`, `rope_temperature`,
+    `rope_grid_offset`, `rope_grid_indexing`. Unlike `ViTConfig`, `mlp_ratio` is timm `Eva`'s: the width of
+    *one* half of a gated MLP (packed 'glu' fc1 is twice as wide). `scale_attn_norm` / `scale_mlp_norm`
+    are timm's scale_attn_inner / scale_mlp.
+    """
+
+    family: ClassVar[str] = "eva"
+
+    global_pool: str = "avg"
+    qkv_fused: bool = True
+    use_rot_pos_emb: bool = False
+    ref_feat_shape: tuple[int, int] | None = None
+    rope_temperature: float = 10000.0
+    rope_grid_offset: float = 0.0
+    rope_grid_indexing: str = "ij"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ref_feat_shape is not None:
+            object.__setattr__(self, "ref_feat_shape", pair(self.ref_feat_shape))
+        if self.rope_grid_indexing not in ("ij", "xy"):
+            raise ValueError(f"rope_grid_indexing must be 'ij' or 'xy', got {self.rope_grid_indexing!r}")
+        if self.dist_token:
+            raise ValueError("timm Eva has no distillation token")
+
+    @property
+    def mlp_hidden(self) -> int:
+        """fc1 width: timm Eva's int(dim·mlp_ratio) per half, doubled for the packed gated MLP."""
+        hidden = int(self.embed_dim * self.mlp_ratio)
+        return 2 * hidden if self.mlp_layer == "glu" else hidden
+
+    @property
+    def qkv_layout(self) -> str:
+        if not self.qkv_fused:
+            return "separate"
+        return "qv_bias" if self.qkv_bias else "fused"
+
+    @property
+    def rope(self) -> RopeSpec | None:
+        if not self.use_rot_pos_emb:
+            return None
+        return RopeSpec(
+            grid=self.grid_size,
+            head_dim=self.embed_dim // self.num_heads,
+            ref_feat_shape=self.ref_feat_shape,
+            temperature=self.rope_temperature,
+            grid_offset=self.rope_grid_offset,
+            grid_indexing=self.rope_grid_indexing,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +333,8 @@ class MixerConfig(PatchGrid):
         return dataclasses.replace(self, **changes)
 
 
-ModelConfig = ViTConfig | MixerConfig
-CONFIG_CLASSES: dict[str, type[ModelConfig]] = {c.family: c for c in (ViTConfig, MixerConfig)}
+ModelConfig = ViTConfig | BeitConfig | EvaConfig | MixerConfig
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {c.family: c for c in (ViTConfig, BeitConfig, EvaConfig, MixerConfig)}
 """Config class of each model family, by its `family` name (registry entries and checkpoint files name it)."""
 
 

@@ -19,9 +19,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from libra_jax import ops
+from libra_jax.models.rope import apply_rope
 from libra_jax.rules import Rules
 
 PROBES = "perturbations"
@@ -161,8 +163,69 @@ def merge_heads(x: jax.Array) -> jax.Array:
     return x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])
 
 
+class QVBiasLinear(nn.Module):
+    """Fused q/k/v projection whose bias is (q_bias, 0, v_bias) (timm BEiT / EVA; k has no bias).
+
+    One probe 'bias' covers the whole concatenated bias, so its FullGrad map is the q and v bias maps
+    together, as the official code (which merges them into one `qkv.bias`) counts them.
+    """
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", default_kernel_init, (x.shape[-1], self.features))
+        width = self.features // 3
+        q_bias = self.param("q_bias", nn.initializers.zeros, (width,))
+        v_bias = self.param("v_bias", nn.initializers.zeros, (width,))
+        bias = jnp.concatenate([q_bias, jnp.zeros_like(q_bias), v_bias]).astype(x.dtype)
+        return jnp.matmul(x, kernel.astype(x.dtype)) + probed_bias(self, bias, x.shape[:-1])
+
+
+def relative_position_index(window: tuple[int, int]) -> np.ndarray:
+    """BEiT's (N+1, N+1) index into the relative-position bias table, N = wh·ww (timm
+    `gen_relative_position_index`): patch pairs by their 2-D offset, then 3 entries for cls→patch,
+    patch→cls and cls→cls."""
+    wh, ww = window
+    coords = np.stack(np.meshgrid(np.arange(wh), np.arange(ww), indexing="ij")).reshape(2, -1)
+    rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0)
+    rel = (rel[..., 0] + wh - 1) * (2 * ww - 1) + rel[..., 1] + ww - 1
+    num = (2 * wh - 1) * (2 * ww - 1) + 3
+    index = np.zeros((wh * ww + 1,) * 2, np.int32)
+    index[1:, 1:] = rel
+    index[0, :] = num - 3
+    index[:, 0] = num - 2
+    index[0, 0] = num - 1
+    return index
+
+
+def relative_position_bias(module: nn.Module, window: tuple[int, int], num_heads: int) -> jax.Array:
+    """The learned table 'relative_position_bias_table' ((2wh−1)(2ww−1)+3, H) of `module`, gathered to the
+    (H, N+1, N+1) logit bias. A constant of the input: no rule and no FullGrad map (as officially)."""
+    num = (2 * window[0] - 1) * (2 * window[1] - 1) + 3
+    table = module.param("relative_position_bias_table", nn.initializers.zeros, (num, num_heads))
+    return jnp.moveaxis(table[relative_position_index(window)], -1, 0)
+
+
+class RelativePositionBias(nn.Module):
+    """timm BEiT `RelativePositionBias`: one table shared by every block; returns (H, N+1, N+1)."""
+
+    window: tuple[int, int]
+    num_heads: int
+
+    @nn.compact
+    def __call__(self) -> jax.Array:
+        return relative_position_bias(self, self.window, self.num_heads)
+
+
 class Attention(nn.Module):
-    """timm `Attention`: fused qkv Linear, per-head softmax attention, output projection.
+    """timm `Attention` (and BEiT / EVA attention): q/k/v projection, per-head softmax attention, output projection.
+
+    `qkv_layout` (see `ViTConfig.qkv_layout`) picks the projection modules: 'fused' (`qkv` Linear),
+    'qv_bias' (`qkv` with q_bias/v_bias, `QVBiasLinear`) or 'separate' (`q_proj`, bias-free `k_proj`,
+    `v_proj`). `rel_pos_window` adds a per-block relative-position bias table (BEiT). The call may also
+    get an additive logit bias (BEiT's shared table) and a RoPE (sin, cos) table for the non-prefix q/k
+    (EVA); RoPE is applied before the attention rule, so q and k are detached after it, as officially.
 
     Returns (out (..., N, C), A (..., H, N, N)). A zero probe named 'attn' sits on A.
     """
@@ -173,19 +236,50 @@ class Attention(nn.Module):
     qk_norm: bool = False
     inner_norm: bool = False
     eps: float = 1e-6
+    qkv_layout: str = "fused"
+    rel_pos_window: tuple[int, int] | None = None
+    num_prefix_tokens: int = 0
+
+    def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        c = x.shape[-1]
+        if self.qkv_layout == "separate":
+            return (
+                Linear(c, self.qkv_bias, name="q_proj")(x),
+                Linear(c, False, name="k_proj")(x),
+                Linear(c, self.qkv_bias, name="v_proj")(x),
+            )
+        qkv = (
+            QVBiasLinear(3 * c, name="qkv")
+            if self.qkv_layout == "qv_bias"
+            else Linear(3 * c, self.qkv_bias, name="qkv")
+        )
+        return tuple(jnp.split(qkv(x), 3, axis=-1))
 
     @nn.compact
-    def __call__(self, x: jax.Array, rules: Rules) -> tuple[jax.Array, jax.Array]:
+    def __call__(
+        self,
+        x: jax.Array,
+        rules: Rules,
+        bias: jax.Array | None = None,
+        rope: tuple[jax.Array, jax.Array] | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """x (..., N, C); bias broadcastable to (..., H, N, N); rope (sin, cos) (..., N − prefix, D)."""
         c = x.shape[-1]
-        qkv = Linear(3 * c, self.qkv_bias, name="qkv")(x)
-        q, k, v = (split_heads(t, self.num_heads) for t in jnp.split(qkv, 3, axis=-1))
+        q, k, v = (split_heads(t, self.num_heads) for t in self._project(x))
         if self.qk_norm:
             q = LayerNorm(self.eps, name="q_norm")(q, rules)
             k = LayerNorm(self.eps, name="k_norm")(k, rules)
+        if rope is not None:
+            npt = self.num_prefix_tokens
+            sin, cos = (jnp.expand_dims(t, -3) for t in rope)  # broadcast over heads
+            q, k = (jnp.concatenate([t[..., :npt, :], apply_rope(t[..., npt:, :], sin, cos)], -2) for t in (q, k))
+        if self.rel_pos_window is not None:
+            own = relative_position_bias(self, self.rel_pos_window, self.num_heads).astype(x.dtype)
+            bias = own if bias is None else own + bias
         n = x.shape[-2]
         p = zero_probe(self, "attn", (*x.shape[:-2], self.num_heads, n, n), x.dtype)
         scale = (c // self.num_heads) ** -0.5
-        out, attn = ops.attention(q, k, v, None, p, scale=scale, rule=rules.attention)
+        out, attn = ops.attention(q, k, v, bias, p, scale=scale, rule=rules.attention)
         out = merge_heads(out)
         if self.inner_norm:
             out = LayerNorm(self.eps, name="norm")(out, rules)

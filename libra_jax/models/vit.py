@@ -26,11 +26,13 @@ from libra_jax.models.layers import (
     LayerScale,
     Linear,
     Mlp,
+    RelativePositionBias,
     merge_heads,
     probe,
     split_heads,
     zero_probe,
 )
+from libra_jax.models.rope import rope_table
 from libra_jax.rules import PRESETS, Rules
 
 VANILLA = PRESETS["vanilla"]
@@ -42,7 +44,10 @@ class Block(nn.Module):
     config: ViTConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, rules: Rules) -> tuple[jax.Array, dict]:
+    def __call__(
+        self, x: jax.Array, rules: Rules, bias: jax.Array | None = None, rope: tuple[jax.Array, jax.Array] | None = None
+    ) -> tuple[jax.Array, dict]:
+        """x (..., N, C); `bias` (shared relative-position bias) and `rope` (sin, cos) go to the attention."""
         cfg = self.config
         a, attn = Attention(
             cfg.num_heads,
@@ -51,8 +56,11 @@ class Block(nn.Module):
             qk_norm=cfg.qk_norm,
             inner_norm=cfg.scale_attn_norm,
             eps=cfg.norm_eps,
+            qkv_layout=cfg.qkv_layout,
+            rel_pos_window=cfg.rel_pos_window,
+            num_prefix_tokens=cfg.num_prefix_tokens,
             name="attn",
-        )(LayerNorm(cfg.norm_eps, name="norm1")(x, rules), rules)
+        )(LayerNorm(cfg.norm_eps, name="norm1")(x, rules), rules, bias, rope)
         if cfg.init_values is not None:
             a = LayerScale(name="ls1")(a)
         x = x + a
@@ -95,7 +103,8 @@ class AttentionPool(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """timm `VisionTransformer` / `VisionTransformerDistilled`.
+    """timm `VisionTransformer` / `VisionTransformerDistilled`, and the ViT variants timm `Beit` (BEiT,
+    BEiTv2: `BeitConfig`) and `Eva` (EVA-02: `EvaConfig`), whose differences live in the attention.
 
     Call forms (all rank-polymorphic over leading batch axes):
       `apply(v, images, rules)`: images (..., H, W, 3) normalised NHWC → (logits, aux).
@@ -116,6 +125,17 @@ class VisionTransformer(nn.Module):
     dtype: str | None = None
     """Compute dtype (e.g. "bfloat16"): images and params are cast to it, params stay stored as they are, logits
     come back float32. None computes in the params' and inputs' own dtype."""
+
+    @property
+    def droppable_tokens(self) -> bool:
+        """Whether faithfulness may remove tokens (else it zeroes them); False for BEiT."""
+        return self.config.droppable_tokens
+
+    @property
+    def uses_patch_positions(self) -> bool:
+        """Whether `forward_tokens` needs `patch_positions` after tokens were removed (RoPE models: the
+        rotation depends on each patch's grid position, which h₀ does not carry)."""
+        return self.config.rope is not None
 
     def setup(self):
         cfg = self.config
@@ -141,6 +161,8 @@ class VisionTransformer(nn.Module):
         else:
             self.pos_embed = None
         self.norm_pre = LayerNorm(cfg.norm_eps, name="norm_pre") if cfg.pre_norm else None
+        window = cfg.shared_rel_pos_window
+        self.rel_pos_bias = None if window is None else RelativePositionBias(window, cfg.num_heads, name="rel_pos_bias")
         block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block  # argnum 2 = rules (0 is self)
         self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.depth)]
         final_eps = cfg.norm_eps if cfg.final_norm_eps is None else cfg.final_norm_eps
@@ -194,14 +216,43 @@ class VisionTransformer(nn.Module):
             x = x if pos is None else x + pos
         return x
 
-    def forward_tokens(self, tokens: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
-        """Run the network from h₀ (..., N, C); returns (logits (..., K), aux)."""
+    def _rope(self, num_patches: int, patch_positions: jax.Array | None, dtype) -> tuple[jax.Array, jax.Array] | None:
+        """The RoPE (sin, cos) rows of the patch tokens present: all (in order), or those at `patch_positions`."""
+        spec = self.config.rope
+        if spec is None:
+            return None
+        sin, cos = rope_table(spec)
+        if patch_positions is None:
+            if num_patches != sin.shape[0]:
+                raise ValueError(
+                    f"{num_patches} patch tokens but the RoPE table covers {sin.shape[0]} grid positions;"
+                    " pass patch_positions (the grid index of each patch token) when tokens were removed"
+                )
+            return jnp.asarray(sin, dtype), jnp.asarray(cos, dtype)
+        return jnp.asarray(sin, dtype)[patch_positions], jnp.asarray(cos, dtype)[patch_positions]
+
+    def forward_tokens(
+        self, tokens: jax.Array, rules: Rules = VANILLA, patch_positions: jax.Array | None = None
+    ) -> tuple[jax.Array, dict]:
+        """Run the network from h₀ (..., N, C); returns (logits (..., K), aux).
+
+        `patch_positions` (..., N − prefix) int: the grid index of each patch token when some were removed
+        (faithfulness); only RoPE models read it (elsewhere the position embedding is already in h₀).
+        """
         cfg = self.config
         tokens = probe(self, "tokens", tokens)
         x = tokens if self.norm_pre is None else self.norm_pre(tokens, rules)
+        has_tables = cfg.rel_pos_window is not None or cfg.shared_rel_pos_window is not None
+        if has_tables and x.shape[-2] != cfg.num_tokens:
+            raise ValueError(
+                f"{x.shape[-2]} tokens, but the relative-position bias covers all {cfg.num_tokens}:"
+                " this model cannot drop tokens (zero them instead)"
+            )
+        bias = None if self.rel_pos_bias is None else self.rel_pos_bias().astype(x.dtype)
+        rope = self._rope(x.shape[-2] - cfg.num_prefix_tokens, patch_positions, x.dtype)
         blocks = []
         for block in self.blocks:
-            x, block_aux = block(x, rules)
+            x, block_aux = block(x, rules, bias, rope)
             blocks.append({"out": x, **block_aux})
         if self.norm is not None:
             x = self.norm(x, rules)
