@@ -1,5 +1,6 @@
 """libra-jax: faithful, complete gradient attributions for Vision Transformers in JAX/Flax.
 
+Usage:
     model, params = libra_jax.load("vit_base_patch16_224.augreg2_in21k_ft_in1k")
     x = libra_jax.preprocess(model, images_uint8)
     fn = libra_jax.methods.libra_fullgrad_plus(model)
