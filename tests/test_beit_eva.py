@@ -21,11 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import randomize
+from test_legrad import brute_force as legrad_brute_force
 from test_loading import make_hub_cache, offline, save_timm, save_timm_state, timm_model  # noqa: F401 (fixture)
 
 from libra_jax import load
 from libra_jax.checkpoint import CheckpointMismatchError
 from libra_jax.methods import api, core, maps
+from libra_jax.methods.legrad import layer_gradients
 from libra_jax.metrics import faithfulness
 from libra_jax.models import BeitConfig, EvaConfig, VisionTransformer
 from libra_jax.models.rope import rope_table
@@ -269,3 +271,20 @@ def test_rope_follows_the_patches(name):
     base, moved, unmoved = forward(h0, None), forward(shuffled, perm), forward(shuffled, None)
     err_moved, err_unmoved = (float(np.abs(np.asarray(a - base)).max()) for a in (moved, unmoved))
     assert err_moved <= 1e-5 and err_unmoved > 100 * max(err_moved, 1e-7), (err_moved, err_unmoved)
+
+
+@pytest.mark.parametrize("rules", ["vanilla", "libra"])
+@pytest.mark.parametrize("name", ["beitv2_shared", "eva02_split"])
+def test_legrad_blocks_see_the_shared_bias_and_rope(name, rules):
+    """LeGrad's local per-block VJPs run each block with the model's shared rel-pos table / RoPE rows."""
+    config = TINY_MODELS[name].replace(global_pool="token")  # "cls" pooling: the truncated model's own head
+    model = VisionTransformer(config)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((*config.img_size, 3)))
+    params = randomize(variables["params"], jax.random.PRNGKey(1), scale=0.3)
+    x = jax.random.normal(jax.random.PRNGKey(2), (*config.img_size, 3))
+    y = jnp.argmax(model.apply({"params": params}, x)[0])
+    rules = get_rules(rules)
+    local = layer_gradients(model, params, x, y, rules, core.target_function(rules, None), "cls", 0)
+    for layer, grad in enumerate(local):
+        expected = np.asarray(legrad_brute_force(model, params, x, y, rules, layer, "cls"))
+        np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

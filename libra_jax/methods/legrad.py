@@ -86,8 +86,8 @@ def _block_input(m: VisionTransformer, image: jax.Array, rules: Rules) -> jax.Ar
 
 
 def _block(m: VisionTransformer, h: jax.Array, index: int, rules: Rules) -> jax.Array:
-    """Block `index` alone: its input (N, C) → its output (N, C)."""
-    return m.blocks[index](h, rules)[0]
+    """Block `index` alone: its input (N, C) → its output (N, C) (with the model's rel-pos bias / RoPE)."""
+    return m.blocks[index](h, rules, *m.block_context(h))[0]
 
 
 def _layer_logits(m: VisionTransformer, h: jax.Array, index: int, rules: Rules, pool: str, pool_norm: bool = True):

@@ -231,6 +231,12 @@ class VisionTransformer(nn.Module):
             return jnp.asarray(sin, dtype), jnp.asarray(cos, dtype)
         return jnp.asarray(sin, dtype)[patch_positions], jnp.asarray(cos, dtype)[patch_positions]
 
+    def block_context(self, x: jax.Array, patch_positions: jax.Array | None = None) -> tuple:
+        """What every block takes besides its input x (..., N, C): (shared relative-position bias or None,
+        RoPE (sin, cos) rows of the patch tokens or None). `patch_positions` as in `forward_tokens`."""
+        bias = None if self.rel_pos_bias is None else self.rel_pos_bias().astype(x.dtype)
+        return bias, self._rope(x.shape[-2] - self.config.num_prefix_tokens, patch_positions, x.dtype)
+
     def forward_tokens(
         self, tokens: jax.Array, rules: Rules = VANILLA, patch_positions: jax.Array | None = None
     ) -> tuple[jax.Array, dict]:
@@ -248,11 +254,10 @@ class VisionTransformer(nn.Module):
                 f"{x.shape[-2]} tokens, but the relative-position bias covers all {cfg.num_tokens}:"
                 " this model cannot drop tokens (zero them instead)"
             )
-        bias = None if self.rel_pos_bias is None else self.rel_pos_bias().astype(x.dtype)
-        rope = self._rope(x.shape[-2] - cfg.num_prefix_tokens, patch_positions, x.dtype)
+        context = self.block_context(x, patch_positions)
         blocks = []
         for block in self.blocks:
-            x, block_aux = block(x, rules, bias, rope)
+            x, block_aux = block(x, rules, *context)
             blocks.append({"out": x, **block_aux})
         if self.norm is not None:
             x = self.norm(x, rules)
