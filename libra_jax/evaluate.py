@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from libra_jax.data import synthetic
-from libra_jax.methods import api, maps
+from libra_jax.methods import api
 from libra_jax.metrics import faithfulness, segmentation
 from libra_jax.preprocess import normalise
 from libra_jax.rules import get_rules
@@ -82,9 +82,9 @@ class Progress:
 
 
 def supported_methods(model, methods: Sequence[str]) -> list[str]:
-    """`methods` minus those the model cannot run (cls-row attention methods without a class token)."""
-    has_cls = getattr(model.config, "class_token", False)
-    return [m for m in methods if has_cls or m not in maps.ATTENTION_METHODS]
+    """`methods` minus those not defined for the model's architecture (`api.supports`: e.g. cls-row attention
+    methods without a class token, attention methods on MLP-Mixers, Chefer's LRP beyond the plain ViT)."""
+    return [m for m in methods if api.supports(model, m)]
 
 
 class _RowAccumulator:

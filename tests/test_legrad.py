@@ -154,5 +154,5 @@ def test_errors_surface_through_attribution(models):
         libra_jax.attribution(model, "legrad", pool="map")(params, x[None], y[None])
     with pytest.raises(ValueError, match="num_classes=0"):
         resolve(VisionTransformer(model.config.replace(num_classes=0)), None, -1)
-    with pytest.raises(TypeError, match="VisionTransformer"):
+    with pytest.raises(ValueError, match="VisionTransformer"):
         resolve(object(), None, -1)

@@ -18,9 +18,9 @@ import pytest
 from conftest import GOLDEN_PRESETS, assert_matches_golden, golden_dir, load_golden_case, our_maps
 from helpers import randomize
 
-from libra_jax import load
+from libra_jax import evaluate, load
 from libra_jax.checkpoint import CheckpointMismatchError
-from libra_jax.methods import api, core, maps
+from libra_jax.methods import api, core, lrp, maps
 from libra_jax.metrics import completeness_error, faithfulness
 from libra_jax.models import MixerConfig, MlpMixer
 from libra_jax.registry import resolve
@@ -244,10 +244,13 @@ def test_gradient_methods_run_and_attention_methods_refuse(tiny):
         with pytest.raises(ValueError, match="no class token"):
             api.attribution(model, method)
     with pytest.raises(ValueError, match="no attention"):
-        api.attribution(model, "attcat")(params, x, y)
+        api.attribution(model, "attcat")  # refused when the function is built, before any call
     for method in ("transformer_attribution", "attn_gradcam", "legrad"):  # Chefer / LeGrad: ViT only
-        with pytest.raises((ValueError, TypeError), match="Vision ?Transformer"):
-            api.attribution(model, method)(params, x, y)
+        with pytest.raises(ValueError, match="Vision ?Transformer"):
+            api.attribution(model, method)
+    assert evaluate.supported_methods(model, api.METHODS) == [
+        m for m in api.METHODS if m not in (*maps.ATTENTION_METHODS, "attcat", *lrp.MULTI_PASS, "legrad")
+    ]
 
 
 def test_faithfulness_zeroes_tokens(tiny):

@@ -19,6 +19,9 @@ MULTI_PASS = {**integrated.MULTI_PASS, **lrp.MULTI_PASS, **legrad.MULTI_PASS}
 METHODS = (*maps.SINGLE_PASS, *MULTI_PASS)
 """Every method name `attribution` accepts."""
 
+REQUIREMENTS = {**maps.REQUIREMENTS, **lrp.REQUIREMENTS, **legrad.REQUIREMENTS}
+"""Methods defined for some architectures only: name → check(model) raising ValueError."""
+
 LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
 """Methods that are IxG under their own backward preset (SPEC §3)."""
 
@@ -90,12 +93,8 @@ def attribution(
     rules = get_rules(rules)
     target_fn = core.target_function(rules, target)
     cfg = model.config
-    no_attention_row = not getattr(cfg, "class_token", False)
     for name in names:
-        if name in maps.ATTENTION_METHODS and no_attention_row:
-            raise ValueError(
-                f"method {name!r} reads the class-token row of the attention; this model has no class token"
-            )
+        check_model(model, name)
 
     single = [n for n in names if n in maps.SINGLE_PASS]
     multi_pass = [n for n in names if n in MULTI_PASS]
@@ -143,6 +142,21 @@ def attribution(
     fn.__name__ = "_".join(names) if len(names) < 4 else "attribution"
     fn.__doc__ = f"{names} under rules {rules.name!r}: fn(params, x (B,H,W,C), y) -> maps."
     return fn
+
+
+def check_model(model, method: str) -> None:
+    """Raise ValueError naming what `model` lacks for `method` (e.g. a class token, attention, a plain ViT block)."""
+    if method in REQUIREMENTS:
+        REQUIREMENTS[method](model)
+
+
+def supports(model, method: str) -> bool:
+    """Whether `method` is defined for `model`'s architecture (`check_model` passes)."""
+    try:
+        check_model(model, method)
+    except ValueError:
+        return False
+    return True
 
 
 def target_rank(target, y: jax.Array) -> int:

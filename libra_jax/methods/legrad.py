@@ -55,12 +55,12 @@ EMPTY_THRESHOLD = 0.8
 
 
 def resolve(model, pool: str | None, layer_index: int) -> tuple[str, int]:
-    """Check the model and options; returns (pool, first layer). Raises ValueError/TypeError on bad combos.
+    """Check the model and options; returns (pool, first layer). Raises ValueError on bad combos.
 
     pool=None picks "map" for attention-pool models and "mean" otherwise.
     """
     if not isinstance(model, VisionTransformer):
-        raise TypeError(f"legrad supports VisionTransformer models; got {type(model).__name__}")
+        raise ValueError(f"legrad supports VisionTransformer models; got {type(model).__name__}")
     cfg = model.config
     if cfg.num_classes <= 0 and not isinstance(model, ImageTextModel):
         raise ValueError("legrad explains a classification head; this model has none (num_classes=0)")
@@ -261,3 +261,6 @@ def legrad(
 
 MULTI_PASS = {"legrad": legrad}
 """name → fn(model, params, x, y, rules, target, **options), merged into the attribution registry."""
+
+REQUIREMENTS = {"legrad": lambda model: resolve(model, None, -1)}
+"""name → check(model): raises ValueError naming what the model lacks (default pool and layer)."""

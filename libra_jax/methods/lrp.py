@@ -299,3 +299,9 @@ MULTI_PASS = {
     "attn_gradcam": attn_gradcam,
 }
 """Chefer's method and its LRP baselines: name → fn(model, params, x, y, rules, target, **options)."""
+
+REQUIREMENTS = {
+    name: (lambda model, name=name: check_supported(model.config, name, relevance=name != "attn_gradcam"))
+    for name in MULTI_PASS
+}
+"""name → check(model): raises ValueError naming what the model lacks for the method."""
