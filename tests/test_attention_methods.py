@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import TINY
+from helpers import TINY, images, tiny_model
 
-from libra_jax.methods import core
+from libra_jax.methods import attribution, core
 from libra_jax.methods.maps import genatt, rawatt, rollout
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.rules import get_rules
@@ -199,3 +199,18 @@ def test_rawatt_is_last_layer_head_mean_cls_row(records, highest_precision):
         np.testing.assert_allclose(ours, ref, rtol=1e-13, atol=0)
         np.testing.assert_allclose(ours[prefix:], np.clip(rec["attn"][-1][:, 0, 1:].mean(0), 0, None), rtol=1e-13)
         np.testing.assert_allclose(ours.sum(), 1.0, rtol=0, atol=1e-13)
+
+
+def test_attcat_of_a_one_block_model():
+    """One block: the producer pairing has no term (a zero map, not a scalar); consumer = ā_0 ⊙ IxG_0."""
+    model, params = tiny_model(depth=1)
+    x = images(model, 2)
+    y = jnp.array([0, 1])
+    attcat = {
+        p: attribution(model, "attcat", rules="libra", return_tokens=True, pairing=p) for p in ("producer", "consumer")
+    }
+    producer, consumer = (fn(params, x, y) for fn in attcat.values())
+    ixg = attribution(model, "ixg", rules="libra", return_tokens=True)(params, x, y)
+    np.testing.assert_array_equal(producer, np.zeros((2, model.config.num_tokens)))
+    received = model.apply({"params": params}, x)[1]["blocks"][0]["attn"].mean(axis=(-3, -2))
+    np.testing.assert_allclose(consumer, received * ixg, rtol=1e-5, atol=1e-7)

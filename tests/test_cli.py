@@ -191,3 +191,16 @@ def test_benchmark_smoke():
     # header + floor, libra_fullgrad_plus, fullgrad_plus, all single-pass, legrad, IG, bf16, remat, chunked
     assert len(table) == 10
     assert len(re.findall(r"^(PASS|MISS) ", result.stdout, re.M)) == 3
+
+
+def test_memory_estimate_script(monkeypatch, tmp_path, capsys):
+    """benchmarks/fit.py compiles every variant from abstract shapes and writes its table (tiny geometry)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import bench
+    import fit
+
+    monkeypatch.setitem(bench.GEOMETRIES, "tiny", dict(embed_dim=32, depth=1, num_heads=2, img_size=32, patch_size=8))
+    out = tmp_path / "fit.md"
+    assert fit.main(["--model", "tiny", "--batch", "4", "--budget-gib", "1e-9", "--out", str(out)]) == 0
+    rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| tiny |")]
+    assert len(rows) == 7 and all(0 <= float(r[3]) < 1 and r[4].strip() == "no" for r in rows)  # a few MiB > 1 B

@@ -168,10 +168,11 @@ def attcat(rec, model, pairing: str = "producer"):
         raise ValueError("attcat weights IxG by attention; this model has no attention (e.g. MLP-Mixer)")
     received = [a.mean(axis=(-3, -2)) for a in rec["attn"]]
     ixg = ixg_layers(rec) + [(rec["h"][-1] * rec["g"][-1]).sum(-1)]
+    zero = jnp.zeros_like(received[0])  # a one-block model has no producer term: the map is zero, not a scalar
     if pairing == "producer":
-        return sum(a * c for a, c in zip(received[:-1], ixg[1:-1], strict=True))
+        return sum((a * c for a, c in zip(received[:-1], ixg[1:-1], strict=True)), zero)
     if pairing == "consumer":
-        return sum(a * c for a, c in zip(received, ixg[:-1], strict=True))
+        return sum((a * c for a, c in zip(received, ixg[:-1], strict=True)), zero)
     raise ValueError(f"attcat pairing must be 'producer' or 'consumer'; got {pairing!r}")
 
 
