@@ -165,3 +165,17 @@ def test_parameter_gradients_match_finite_differences():
         )(jnp.asarray(scale), jnp.asarray(bias))
         np.testing.assert_allclose(gs, _finite_difference(lambda s: f(s, bias), scale), rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(gb, _finite_difference(lambda b: f(scale, b), bias), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("rule", ["plain", "detach"])
+def test_layer_norm_of_bfloat16_is_computed_in_float32(rule):
+    """bf16 compute: the statistics are float32 (the result is the float32 LayerNorm rounded once)."""
+    x = (3 + jax.random.normal(jax.random.PRNGKey(0), (4, 64))).astype(jnp.bfloat16)
+    scale, bias = jnp.linspace(0.5, 1.5, 64), jnp.linspace(-1, 1, 64)
+    y = ops.layer_norm(x, scale.astype(jnp.bfloat16), bias.astype(jnp.bfloat16), eps=1e-6, rule=rule)
+    wide = ops.layer_norm(x.astype(jnp.float32), scale.astype(jnp.bfloat16).astype(jnp.float32),
+                          bias.astype(jnp.bfloat16).astype(jnp.float32), eps=1e-6, rule=rule)  # fmt: skip
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(wide.astype(jnp.bfloat16), np.float32))
+    g = jax.grad(lambda v: ops.layer_norm(v, scale, bias, eps=1e-6, rule=rule).astype(jnp.float32).sum())(x)
+    assert g.dtype == jnp.bfloat16

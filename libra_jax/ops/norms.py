@@ -82,8 +82,13 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float, r
       eps: ε inside the square root.
       rule: "plain" or "detach" (σ constant).
     Returns:
-      (..., C), identical in value for both rules.
+      (..., C) in x's dtype, identical in value for both rules. Inputs narrower than float32 (bf16
+      compute) are normalised in float32: the statistics are where low precision hurts most.
     """
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    if wide != x.dtype:
+        y = layer_norm(x.astype(wide), scale.astype(wide), jnp.asarray(bias, wide), eps=eps, rule=rule)
+        return y.astype(x.dtype)
     if rule == "plain":
         return layer_norm_plain(x, scale, bias, eps)
     if rule == "detach":
