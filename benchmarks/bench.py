@@ -207,6 +207,15 @@ def xla_bytes(jitted: Callable, *args) -> int:
     )
 
 
+def publish(text: str, out: str | None) -> None:
+    """Print a Markdown report and append it to `out` (written atomically), if given."""
+    print("\n" + text, end="")
+    if out:
+        path = pathlib.Path(out)
+        previous = path.read_text(encoding="utf-8") + "\n" if path.exists() else ""
+        write_atomic(path, (previous + text).encode("utf-8"))
+
+
 def max_deviation(low: jax.Array, ref: jax.Array) -> float:
     """max |low − ref| / max |ref| over the whole batch."""
     return float(jnp.abs(low - ref).max() / jnp.abs(ref).max())
@@ -255,12 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         deviation = max_deviation(jitted[BF16](params, x, y), jitted["libra_fullgrad_plus"](params, x, y))
     notes.append(f"1-min load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
     notes.append(f"bf16 compute, libra_fullgrad_plus: max |bf16 − float32| / max |float32| = {deviation:.2e}")
-    text = report(args, results, memory, notes)
-    print("\n" + text, end="")
-    if args.out:
-        out = pathlib.Path(args.out)
-        previous = out.read_text(encoding="utf-8") + "\n" if out.exists() else ""
-        write_atomic(out, (previous + text).encode("utf-8"))
+    publish(report(args, results, memory, notes), args.out)
     return 0
 
 

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import pathlib
 import time
 
 import jax
 import jax.numpy as jnp
-from bench import GEOMETRIES, supported_single_pass, version, xla_bytes
+from bench import GEOMETRIES, publish, supported_single_pass, version, xla_bytes
 
 from libra_jax.methods import attribution, libra_fullgrad_plus
 from libra_jax.models import VisionTransformer, ViTConfig
-from libra_jax.viz import write_atomic
 
 
 def variants(model: VisionTransformer, batch: int) -> dict:
@@ -75,12 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             line = f"| {name} | {row} | {gib:.1f} | {'yes' if gib <= args.budget_gib else 'no'} "
             lines.append(line + f"| {time.perf_counter() - start:.0f} |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print("\n" + text, end="")
-    if args.out:
-        out = pathlib.Path(args.out)
-        previous = out.read_text(encoding="utf-8") + "\n" if out.exists() else ""
-        write_atomic(out, (previous + text).encode("utf-8"))
+    publish("\n".join(lines) + "\n", args.out)
     return 0
 
 

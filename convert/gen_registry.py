@@ -274,19 +274,26 @@ def mlp_kind(mlp: torch.nn.Module) -> tuple[str, int]:
     return "mlp", mlp.fc1.out_features
 
 
-def beit_config(model: torch.nn.Module, kwargs: dict) -> BeitConfig:
-    """Read the built timm Beit back into a BeitConfig."""
-    b0 = model.blocks[0]
-    mlp_layer, hidden = mlp_kind(b0.mlp)
-    config = BeitConfig(
+def geometry(model: torch.nn.Module, kwargs: dict) -> dict:
+    """The size fields every family's config reads the same way off a built timm model."""
+    return dict(
         img_size=tuple(model.patch_embed.img_size),
         patch_size=tuple(model.patch_embed.patch_size),
         in_chans=model.patch_embed.proj.in_channels,
         num_classes=model.num_classes,
         embed_dim=model.embed_dim,
         depth=len(model.blocks),
-        num_heads=b0.attn.num_heads,
+        num_heads=model.blocks[0].attn.num_heads,
         mlp_ratio=float(kwargs.get("mlp_ratio", 4.0)),
+    )
+
+
+def beit_config(model: torch.nn.Module, kwargs: dict) -> BeitConfig:
+    """Read the built timm Beit back into a BeitConfig."""
+    b0 = model.blocks[0]
+    mlp_layer, hidden = mlp_kind(b0.mlp)
+    config = BeitConfig(
+        **geometry(model, kwargs),
         qkv_bias=b0.attn.q_bias is not None,
         scale_mlp_norm=not isinstance(b0.mlp.norm, torch.nn.Identity),
         init_values=kwargs.get("init_values") if b0.gamma_1 is not None else None,
@@ -311,14 +318,7 @@ def eva_config(model: torch.nn.Module, kwargs: dict) -> EvaConfig:
     mlp_layer, hidden = mlp_kind(b0.mlp)
     attn, rope = b0.attn, model.rope
     config = EvaConfig(
-        img_size=tuple(model.patch_embed.img_size),
-        patch_size=tuple(model.patch_embed.patch_size),
-        in_chans=model.patch_embed.proj.in_channels,
-        num_classes=model.num_classes,
-        embed_dim=model.embed_dim,
-        depth=len(model.blocks),
-        num_heads=attn.num_heads,
-        mlp_ratio=float(kwargs.get("mlp_ratio", 4.0)),
+        **geometry(model, kwargs),
         qkv_bias=attn.q_bias is not None or (attn.q_proj is not None and attn.q_proj.bias is not None),
         qk_norm=not_id(attn.q_norm),
         scale_attn_norm=not_id(attn.norm),
