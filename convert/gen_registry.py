@@ -236,14 +236,7 @@ def vit_config(model: torch.nn.Module, kwargs: dict) -> ViTConfig:
     if not_id(b0.ls1) and kwargs.get("init_values") is None:
         raise ValueError("LayerScale without init_values")
     return ViTConfig(
-        img_size=tuple(model.patch_embed.img_size),
-        patch_size=tuple(model.patch_embed.patch_size),
-        in_chans=model.patch_embed.proj.in_channels,
-        num_classes=model.num_classes,
-        embed_dim=model.embed_dim,
-        depth=len(model.blocks),
-        num_heads=b0.attn.num_heads,
-        mlp_ratio=mlp_ratio,
+        **geometry(model, kwargs) | {"mlp_ratio": mlp_ratio},
         qkv_bias=b0.attn.qkv.bias is not None,
         qk_norm=not_id(b0.attn.q_norm),
         proj_bias=b0.attn.proj.bias is not None,
