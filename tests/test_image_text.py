@@ -24,6 +24,7 @@ from test_loading import make_hub_cache, offline  # noqa: F401 (fixture)
 import libra_jax
 from libra_jax import image_text, ops
 from libra_jax.checkpoint import CheckpointMismatchError
+from libra_jax.methods import api
 from libra_jax.models import ViTConfig
 from libra_jax.models.image_text import ImageTextModel
 from libra_jax.models.text import TextConfig
@@ -240,6 +241,19 @@ def test_several_prompts_in_one_call_equal_separate_calls():
         assert together[name].shape == (2, 3, 4, 4)
         for t in range(3):
             np.testing.assert_allclose(together[name][:, t], fn(params, x, text[:, t])[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", sorted(TOWERS))
+def test_every_supported_method_takes_a_text_target(kind):
+    """Each method defined for the image tower explains the similarity: finite (B, T, gh, gw) maps, one call."""
+    model, params = tiny_model(kind)
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    methods = [m for m in api.METHODS if api.supports(model, m)]
+    assert {"fullgrad_plus", "ig", "legrad", "gradcam"} <= set(methods)
+    fn = libra_jax.attribution(model, methods, "libra", target=image_text.similarity_target("libra"), steps=2)
+    out = jax.jit(fn)(params, x, unit_texts((2, 2), dim=model.embed_dim))
+    for name in methods:
+        assert out[name].shape == (2, 2, 4, 4) and np.isfinite(np.asarray(out[name])).all(), name
 
 
 def test_sigmoid_target_and_model_scale():
