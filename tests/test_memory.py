@@ -13,8 +13,9 @@ from libra_jax.methods import attribution
 METHODS = ["fullgrad_plus", "ixg", "gradcam", "rollout", "ig"]
 """Single-pass read-outs (token, gradient and attention ones) plus a multi-pass method."""
 
-BF16_TOLERANCE = 0.03
-"""Largest |bf16 map − float32 map| / max|float32 map| accepted (measured on this model: at most 0.011, FullGrad+)."""
+BF16_TOLERANCE = 0.01
+"""Largest |bf16 map − float32 map| / max|float32 map| accepted: the issue's 1e-2 (measured on this model: at most
+0.0077, FullGrad+, with the float32 residual stream, norms and softmax)."""
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,9 @@ def test_bfloat16_compute_is_close_to_float32(setup):
     bf16 = model.clone(dtype="bfloat16")
     logits32, _ = model.apply({"params": params}, x)
     logits16, aux = bf16.apply({"params": params}, x)
-    assert logits16.dtype == jnp.float32 and aux["features"].dtype == jnp.bfloat16
+    # mixed precision: attention and MLPs compute in bf16, the residual stream and the logits stay float32
+    assert aux["blocks"][0]["attn"].dtype == jnp.bfloat16
+    assert logits16.dtype == aux["features"].dtype == aux["blocks"][-1]["out"].dtype == jnp.float32
     np.testing.assert_allclose(logits16, logits32, atol=0.05 * float(jnp.abs(logits32).max()))
     ref, low = _maps(model, params, x, y), _maps(bf16, params, x, y)
     for name in METHODS:

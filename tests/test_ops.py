@@ -179,3 +179,12 @@ def test_layer_norm_of_bfloat16_is_computed_in_float32(rule):
     np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(wide.astype(jnp.bfloat16), np.float32))
     g = jax.grad(lambda v: ops.layer_norm(v, scale, bias, eps=1e-6, rule=rule).astype(jnp.float32).sum())(x)
     assert g.dtype == jnp.bfloat16
+
+
+def test_attention_probabilities_of_bfloat16_are_a_float32_softmax():
+    """bf16 compute: logits accumulate and the softmax normalises in float32, rounded to bf16 once."""
+    q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, 5, 8)).astype(jnp.bfloat16) for i in range(3))
+    _, attn = ops.attention(q, k, v, None, None, scale=8**-0.5, rule="detach")
+    wide = jax.nn.softmax(jnp.einsum("hqd,hkd->hqk", (q * 8**-0.5).astype(jnp.float32), k.astype(jnp.float32)), -1)
+    assert attn.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(attn, np.float32), np.asarray(wide), rtol=2**-8, atol=0)

@@ -79,16 +79,21 @@ class Linear(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm over the last axis with the LibraGrad σ rule (`rules.norm`)."""
+    """LayerNorm over the last axis with the LibraGrad σ rule (`rules.norm`).
+
+    Normalises in x's dtype; `dtype` casts the output (a block's pre-norms hand the float32 residual
+    stream to bf16 sublayers)."""
 
     eps: float = 1e-6
+    dtype: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
         c = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (c,)).astype(x.dtype)
         bias = probed_bias(self, self.param("bias", nn.initializers.zeros, (c,)).astype(x.dtype), x.shape[:-1])
-        return ops.layer_norm(x, scale, bias, eps=self.eps, rule=rules.norm)
+        y = ops.layer_norm(x, scale, bias, eps=self.eps, rule=rules.norm)
+        return y if self.dtype is None else y.astype(self.dtype)
 
 
 class LayerScale(nn.Module):

@@ -39,9 +39,13 @@ VANILLA = PRESETS["vanilla"]
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x)))."""
+    """Pre-norm transformer block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))).
+
+    `dtype`: compute dtype of the attention and MLP (their inputs are cast by the pre-norms); the
+    residual stream x keeps its own dtype (float32 under bf16 compute: the adds promote)."""
 
     config: ViTConfig
+    dtype: str | None = None
 
     @nn.compact
     def __call__(
@@ -60,7 +64,7 @@ class Block(nn.Module):
             rel_pos_window=cfg.rel_pos_window,
             num_prefix_tokens=cfg.num_prefix_tokens,
             name="attn",
-        )(LayerNorm(cfg.norm_eps, name="norm1")(x, rules), rules, bias, rope)
+        )(LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules), rules, bias, rope)
         if cfg.init_values is not None:
             a = LayerScale(name="ls1")(a)
         x = x + a
@@ -70,7 +74,7 @@ class Block(nn.Module):
             mlp = Mlp(cfg.mlp_hidden, **common)
         else:
             mlp = GluMlp(cfg.mlp_hidden, packed=cfg.mlp_layer == "glu", **common)
-        m = mlp(LayerNorm(cfg.norm_eps, name="norm2")(x, rules), rules)
+        m = mlp(LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm2")(x, rules), rules)
         if cfg.init_values is not None:
             m = LayerScale(name="ls2")(m)
         x = probe(self, "out", x + m)
@@ -123,8 +127,9 @@ class VisionTransformer(nn.Module):
     """Recompute each block's activations in the backward pass instead of storing them (less memory, ~1/3 more
     compute). Param names are unchanged, so checkpoints load either way."""
     dtype: str | None = None
-    """Compute dtype (e.g. "bfloat16"): images and params are cast to it, params stay stored as they are, logits
-    come back float32. None computes in the params' and inputs' own dtype."""
+    """Compute dtype (e.g. "bfloat16") of the patch embedding and of every block's attention and MLP (params
+    are cast at use and stay stored as they are); the residual stream, the norms' statistics and the logits
+    stay float32. None computes everything in the params' and inputs' own dtype."""
 
     @property
     def droppable_tokens(self) -> bool:
@@ -164,7 +169,7 @@ class VisionTransformer(nn.Module):
         window = cfg.shared_rel_pos_window
         self.rel_pos_bias = None if window is None else RelativePositionBias(window, cfg.num_heads, name="rel_pos_bias")
         block = nn.remat(Block, static_argnums=(2,)) if self.remat else Block  # argnum 2 = rules (0 is self)
-        self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.depth)]
+        self.blocks = [block(cfg, self.dtype, name=f"blocks_{i}") for i in range(cfg.depth)]
         final_eps = cfg.norm_eps if cfg.final_norm_eps is None else cfg.final_norm_eps
         self.norm = LayerNorm(final_eps, name="norm") if cfg.final_norm and not cfg.use_fc_norm else None
         if cfg.global_pool == "map":
@@ -203,6 +208,8 @@ class VisionTransformer(nn.Module):
         """Patch embedding + prefix tokens + position embedding: (..., H, W, C_in) → h₀ (..., N, C)."""
         cfg = self.config
         x = self.patch_embed(images if self.dtype is None else images.astype(self.dtype))
+        if self.dtype is not None:
+            x = x.astype(jnp.float32)  # the residual stream (and h_l, g_l) stay float32 under low-precision compute
         lead = x.shape[:-3]
         x = x.reshape(*lead, -1, x.shape[-1])
         prefix = [t for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]

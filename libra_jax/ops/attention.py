@@ -25,10 +25,11 @@ from libra_jax.rules import AttentionRule
 
 
 def _probabilities(q, k, bias, scale):
-    logits = jnp.einsum("...hqd,...hkd->...hqk", q * scale, k)
+    wide = jnp.promote_types(q.dtype, jnp.float32)  # softmax in float32 under bf16 compute
+    logits = jnp.einsum("...hqd,...hkd->...hqk", q * scale, k, preferred_element_type=wide)
     if bias is not None:
         logits = logits + bias
-    return jax.nn.softmax(logits, axis=-1)
+    return jax.nn.softmax(logits, axis=-1).astype(q.dtype)
 
 
 def _mix(attn, probe, v):
