@@ -10,8 +10,9 @@ One `.safetensors` file:
 * metadata (safetensors' string → string header map):
     format       'libra-jax'
     version      '1'
-    family       'vit' or 'mixer' (the model class: `libra_jax.models.VisionTransformer` / `MlpMixer`)
-    config       JSON object of every field of the family's config (`ViTConfig` / `MixerConfig`; tuples as lists)
+    family       'vit', 'beit', 'eva' or 'mixer' (the config class: `ViTConfig` / `BeitConfig` / `EvaConfig`, all
+                 built as `libra_jax.models.VisionTransformer`, or `MixerConfig` → `MlpMixer`)
+    config       JSON object of every field of the family's config (tuples as lists)
     data_config  JSON object of every `DataConfig` field
     source       where the weights came from (timm name, HF repo or file), informational.
 
