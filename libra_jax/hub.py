@@ -91,10 +91,17 @@ def fetch(ref: HubRef, filename: str, cache_dir: str | os.PathLike | None = None
         raise HubError(f"downloading {filename} from {where} failed: {e}") from e
 
 
-def fetch_config(ref: HubRef, cache_dir: str | os.PathLike | None = None, *, required: bool = True) -> dict | None:
-    """The repo's timm `config.json` as a dict; None when absent / not cached and not `required`."""
+def fetch_config(
+    ref: HubRef,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    required: bool = True,
+    filename: str = "config.json",
+) -> dict | None:
+    """The repo's JSON config `filename` (timm's `config.json` by default) as a dict; None when absent / not
+    cached and not `required`."""
     try:
-        path = fetch(ref, "config.json", cache_dir)
+        path = fetch(ref, filename, cache_dir)
     except (_NotCached, _NoSuchFile):
         if required:
             raise
@@ -102,20 +109,22 @@ def fetch_config(ref: HubRef, cache_dir: str | os.PathLike | None = None, *, req
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise HubError(f"config.json of HF repo {ref.repo_id} is not valid JSON ({path}): {e}") from e
+        raise HubError(f"{filename} of HF repo {ref.repo_id} is not valid JSON ({path}): {e}") from e
 
 
-def fetch_weights(ref: HubRef, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The repo's `model.safetensors`, falling back to `pytorch_model.bin`."""
+def fetch_weights(
+    ref: HubRef, cache_dir: str | os.PathLike | None = None, filenames: tuple[str, ...] = WEIGHT_FILES
+) -> Path:
+    """The repo's first weights file of `filenames` (default `model.safetensors`, then `pytorch_model.bin`)."""
     failures: list[HubError] = []
-    for filename in WEIGHT_FILES:
+    for filename in filenames:
         try:
             return fetch(ref, filename, cache_dir)
         except (_NotCached, _NoSuchFile) as e:
             failures.append(e)
     if any(isinstance(e, _NotCached) for e in failures):
-        raise HubError(_not_cached_message(ref, " / ".join(WEIGHT_FILES), cache_dir)) from failures[0]
-    raise HubError(f"{_where(ref)} has no weights file ({' or '.join(WEIGHT_FILES)})") from failures[-1]
+        raise HubError(_not_cached_message(ref, " / ".join(filenames), cache_dir)) from failures[0]
+    raise HubError(f"{_where(ref)} has no weights file ({' or '.join(filenames)})") from failures[-1]
 
 
 def parse_timm_config(cfg: dict) -> tuple[str, dict, dict]:

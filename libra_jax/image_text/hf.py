@@ -12,13 +12,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from libra_jax import hub
 from libra_jax.image_text.architecture import OPENAI_MEAN, OPENAI_STD, Architecture
 from libra_jax.image_text.keys import Table, as_tokens, blocks, fuse_qkv, rename, scalar, split_in_proj
 from libra_jax.models.config import DataConfig, ViTConfig, pair
 from libra_jax.models.text import TextConfig
 
 CONFIG_FILE = "config.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = hub.WEIGHT_FILES  # the same files as a timm repo
 ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
 MODEL_TYPES = ("clip", "siglip")
 

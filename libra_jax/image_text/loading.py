@@ -69,18 +69,17 @@ def _from_hub(ref: hub.HubRef, cache_dir) -> tuple[dict, Path, str]:
     failures = []
     for fmt in (OPEN_CLIP, HF):
         try:
-            cfg = json.loads(hub.fetch(ref, fmt.config_file, cache_dir).read_text())
+            cfg = hub.fetch_config(ref, cache_dir, filename=fmt.config_file)
         except hub.HubError as e:
             failures.append(str(e))
             continue
         if fmt is HF and "vision_config" not in cfg:  # e.g. a timm repo's own config.json
             failures.append(f"its {fmt.config_file} is not an HF CLIP / SigLIP config (no vision_config)")
             break
-        for filename in fmt.weight_files:
-            try:
-                return cfg, hub.fetch(ref, filename, cache_dir), fmt.config_file
-            except hub.HubError as e:
-                failures.append(str(e))
+        try:
+            return cfg, hub.fetch_weights(ref, cache_dir, fmt.weight_files), fmt.config_file
+        except hub.HubError as e:
+            failures.append(str(e))
         break
     raise hub.HubError(f"HF repo {ref.repo_id} has no usable image–text checkpoint:\n  " + "\n  ".join(failures))
 
