@@ -22,6 +22,14 @@ class PatchGrid:
     img_size: tuple[int, int]
     patch_size: tuple[int, int]
 
+    def _check_grid(self) -> None:
+        """In __post_init__: img_size / patch_size as (height, width) pairs, the image a whole number of patches."""
+        object.__setattr__(self, "img_size", pair(self.img_size))
+        object.__setattr__(self, "patch_size", pair(self.patch_size))
+        for i in range(2):
+            if self.img_size[i] % self.patch_size[i]:
+                raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+
     @property
     def grid_size(self) -> tuple[int, int]:
         return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
@@ -72,8 +80,7 @@ class ViTConfig(PatchGrid):
     patch_bias: bool | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "img_size", pair(self.img_size))
-        object.__setattr__(self, "patch_size", pair(self.patch_size))
+        self._check_grid()
         if self.global_pool not in ("token", "avg", "max", "avgmax", "map", ""):
             raise ValueError(f"unsupported global_pool {self.global_pool!r}")
         if self.mlp_layer not in ("mlp", "glu", "swiglu"):
@@ -82,9 +89,6 @@ class ViTConfig(PatchGrid):
             raise ValueError("global_pool='token' needs a class token")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        for i in range(2):
-            if self.img_size[i] % self.patch_size[i]:
-                raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -301,8 +305,7 @@ class MixerConfig(PatchGrid):
     global_pool: str = "avg"
 
     def __post_init__(self):
-        object.__setattr__(self, "img_size", pair(self.img_size))
-        object.__setattr__(self, "patch_size", pair(self.patch_size))
+        self._check_grid()
         ratio = self.mlp_ratio
         ratio = (ratio, ratio) if isinstance(ratio, int | float) else tuple(ratio)
         if len(ratio) != 2:
@@ -312,9 +315,6 @@ class MixerConfig(PatchGrid):
             raise ValueError(f"unsupported global_pool {self.global_pool!r}; MlpMixer pools by 'avg' or ''")
         if self.mlp_layer not in ("mlp", "glu"):
             raise ValueError(f"unsupported mlp_layer {self.mlp_layer!r}; expected 'mlp' or 'glu' (timm GluMlp)")
-        for i in range(2):
-            if self.img_size[i] % self.patch_size[i]:
-                raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
 
     @property
     def depth(self) -> int:
