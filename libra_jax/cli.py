@@ -169,13 +169,14 @@ def label_names(model_name: str, checkpoint: str | None) -> dict[int, str] | Non
     return None
 
 
-def explainer(model, methods: dict[str, tuple[str, str]]) -> Callable:
-    """One jitted `fn(params, x, y) -> {name: (B, gh, gw)}` for all methods.
+def explainer(model, methods: dict[str, tuple[str, str]], target_for: Callable | None = None) -> Callable:
+    """One jitted `fn(params, x, y) -> {name: (B, gh, gw)}` for all methods (`target_for`: see
+    `step.combined_attribution`).
 
     Methods under the same preset share one forward/backward pass; each further preset adds its own.
     """
     try:
-        return jax.jit(step.combined_attribution(model, methods))
+        return jax.jit(step.combined_attribution(model, methods, target_for))
     except ValueError as e:  # e.g. an attention method on a model without a class token
         raise UserError(str(e)) from None
 
@@ -275,17 +276,8 @@ def explain_prompts(args: argparse.Namespace, methods: dict[str, tuple[str, str]
         for prompt, value in zip(args.prompt, row, strict=True):
             print(f"  {value:9.4f}  {prompt}")
     y = np.broadcast_to(np.asarray(text), (len(images), *text.shape))  # T prompts per image: one image forward
-    by_preset: dict[str, dict[str, tuple[str, str]]] = {}
-    for name, (method, preset) in methods.items():
-        by_preset.setdefault(preset, {})[name] = (method, preset)
-    maps: dict[str, jax.Array] = {}
-    for preset, group in by_preset.items():  # the N2U rule of the target follows each method's preset
-        target = image_text.model_target(params, preset)
-        try:
-            fn = jax.jit(step.combined_attribution(model, group, target=target))
-        except ValueError as e:
-            raise UserError(str(e)) from None
-        maps |= fn(params, x, y)
+    # the N2U rule of the target follows each method's preset
+    maps = explainer(model, methods, lambda preset: image_text.model_target(params, preset))(params, x, y)
     print(f"explaining {len(args.prompt)} prompt(s) with {', '.join(methods)}")
     captions = [[repr(prompt) for prompt in args.prompt]] * len(images)
     viz.save_png(args.out, overlay_grid(model, x, maps, captions, methods, args))

@@ -37,17 +37,22 @@ def resolve_methods(names: Sequence[str], rules: str | None = None) -> dict[str,
     return out
 
 
-def combined_attribution(model, methods: MethodTable, **options) -> Callable:
+def combined_attribution(
+    model, methods: MethodTable, target_for: Callable[[str], Callable] | None = None, **options
+) -> Callable:
     """Pure `fn(params, x (B, H, W, C), y (B,)) -> {name: (B, gh, gw)}` for every entry of `methods`.
 
-    `options` go to every `attribution` call (e.g. check_inputs=False). Raises ValueError for a
-    method the model cannot run (an attention-row method on a model without a class token).
+    `target_for(preset)` gives each preset's explained scalar when it depends on the rules (an
+    image–text target's N2U rule); None: each preset's own. `options` go to every `attribution` call
+    (e.g. check_inputs=False). Raises ValueError for a method the model cannot run (an attention-row
+    method on a model without a class token).
     """
     by_preset: dict[str, dict[str, str]] = {}
     for name, (method, preset) in methods.items():
         by_preset.setdefault(preset, {})[name] = method
+    targets = {preset: None if target_for is None else target_for(preset) for preset in by_preset}
     fns = {
-        preset: attribution(model, list(dict.fromkeys(names.values())), rules=preset, **options)
+        preset: attribution(model, list(dict.fromkeys(names.values())), preset, targets[preset], **options)
         for preset, names in by_preset.items()
     }
 
