@@ -62,14 +62,14 @@ def highest_precision():
 
 def our_maps(model, params, images, labels, rules):
     """Every golden key the model can have, computed from one pass per example (leading batch axis)."""
-    from libra_jax.methods import core, maps
+    from libra_jax.methods import api, core, maps
 
     target = core.target_function(rules, None)
+    methods = {k: fn for k, fn in maps.SINGLE_PASS.items() if api.supports(model, k)}
 
     def one(x, y):
         rec = core.single_pass(model, params, x, y, rules, target)
-        skip = (*(() if model.config.class_token else maps.ATTENTION_METHODS), *(() if rec["attn"] else ("attcat",)))
-        out = {k: fn(rec, model) for k, fn in maps.SINGLE_PASS.items() if k not in skip}
+        out = {k: fn(rec, model) for k, fn in methods.items()}
         ixg, fg = maps.ixg_layers(rec), maps.fullgrad_layers(rec, model)
         groups = maps.bias_groups(rec, model)
         depth = len(ixg)

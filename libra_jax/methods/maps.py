@@ -157,15 +157,14 @@ def genatt(rec, model, start_layer: int = 0):
 
 
 def attcat(rec, model, pairing: str = "producer"):
-    """AttCAT: Σ_l ā_l ⊙ IxG, ā_l[t] = attention token t receives (mean over heads and query rows).
+    """AttCAT: Σ_l ā_l ⊙ IxG, ā_l[t] = attention token t receives (mean over heads and query rows; the model
+    needs attention: `REQUIREMENTS`).
 
     pairing="producer" (LibraGrad's code, default): Σ_{l=0}^{L-2} ā_l ⊙ IxG_{l+1}, i.e. each
     block's attention scales the IxG at that block's *output*; the last block has no term.
     pairing="consumer" (official AttCAT code): Σ_{l=0}^{L-1} ā_l ⊙ IxG_l, the attention of the
     block that *reads* h_l, embeddings included.
     """
-    if not rec["attn"]:
-        raise ValueError("attcat weights IxG by attention; this model has no attention (e.g. MLP-Mixer)")
     received = [a.mean(axis=(-3, -2)) for a in rec["attn"]]
     ixg = ixg_layers(rec) + [(rec["h"][-1] * rec["g"][-1]).sum(-1)]
     zero = jnp.zeros_like(received[0])  # a one-block model has no producer term: the map is zero, not a scalar
