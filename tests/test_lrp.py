@@ -1,11 +1,14 @@
 """Chefer et al. CVPR'21 (transformer attribution) and its baselines against the official code.
 
 Golden: ../shared/golden/chefer_vit (the official repo run on a tiny random ViT, in float32 and float64).
-The relevance pass is ill-conditioned in float32 (signed LRP-0 denominators near 0): the golden README
-measures the float32 golden itself 1e-3 (transformer attribution) and 29% (full LRP) away from its
-float64 run. So exactness is pinned in float64 against `outputs_f64.npz` (every key, ~1e-9 relative;
-full LRP 1e-6, stored as float32), and float32 is checked against `outputs.npz` with the README's
-tolerances. Chefer's `ViT_LRP` has a final LayerNorm eps of 1e-5 (timm / `ViT_new`: 1e-6): the
+Tolerances follow tests/golden.py's scheme. Exactness is pinned in float64 against `outputs_f64.npz`
+(every key, 1e-9 of each vector's max; full LRP 1e-6, stored as float32). Float32 is judged against our own
+float64 at 1e-4 of each vector's max — except where the official float32 run itself is further than that
+from its float64 run: the relevance pass is ill-conditioned in float32 (signed LRP-0 denominators near 0),
+measured at 9.3e-4 / 9.9e-4 (transformer attribution s1 / s0), 1.4e-3 (Ā), 3.9e-4 (partial LRP) and 2.4e-2
+(per-head relevance sums) of the max; there float32 may be `ROUNDING_FACTOR` × that measured official
+distance away. Full LRP in float32 is 29% off in the official run (golden README), so only its float64
+is compared. Chefer's `ViT_LRP` has a final LayerNorm eps of 1e-5 (timm / `ViT_new`: 1e-6): the
 LRP-model keys use `final_norm_eps=1e-5`, rollout and attention GradCAM the default model.
 """
 
@@ -17,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from golden import golden_dir
+from golden import ROUNDING_FACTOR, RTOL, golden_dir
 from helpers import TINY
 
 from libra_jax import resize
@@ -50,11 +53,8 @@ def _minmax(v):
     return (v - v.min(-1, keepdims=True)) / (v.max(-1, keepdims=True) - v.min(-1, keepdims=True))
 
 
-def _ours(dtype, everything: bool) -> dict:
-    """Golden keys from our implementation, shaped like the golden (image, target, ...).
-
-    everything=False: only `F32_KEYS` (the well-conditioned keys and transformer attribution at start_layer 1).
-    """
+def _ours(dtype) -> dict:
+    """Golden keys from our implementation, shaped like the golden (image, target, ...)."""
     vanilla = get_rules("vanilla")
     logit = core.target_function(vanilla, "logit")
     model, params = _golden_model(dtype, final_norm_eps=1e-5)  # ViT_LRP / ViT_orig_LRP
@@ -74,12 +74,11 @@ def _ours(dtype, everything: bool) -> dict:
 
     @jax.jit
     def run(x, y):
-        s1 = ["transformer_attribution", *(("partial_lrp", "full_lrp") if everything else ())]
+        s1 = ["transformer_attribution", "partial_lrp", "full_lrp"]
         out = {f"{k}_s1": v for k, v in tokens(model, params, s1, x, y, start_layer=1).items()}
-        if everything:
-            out["transformer_attribution_s0"] = tokens(model, params, "transformer_attribution", x, y, start_layer=0)
-            out["pixels"], _ = per_target(lambda xi, yi: lrp.full_lrp_pixels(model, params, xi, yi, vanilla), x, y)
-            out["r_attn"] = per_target(lambda xi, yi: lrp.relevance(model, params, xi, yi, vanilla)[1], x, y)
+        out["transformer_attribution_s0"] = tokens(model, params, "transformer_attribution", x, y, start_layer=0)
+        out["pixels"], _ = per_target(lambda xi, yi: lrp.full_lrp_pixels(model, params, xi, yi, vanilla), x, y)
+        out["r_attn"] = per_target(lambda xi, yi: lrp.relevance(model, params, xi, yi, vanilla)[1], x, y)
         out["attn_gradcam"] = tokens(new_model, new_params, "attn_gradcam", x, y)
         out["lrp"] = per_target(lambda xi, yi: record(model, params, xi, yi), x, y)
         out["new"] = per_target(lambda xi, yi: record(new_model, new_params, xi, yi), x, y)
@@ -100,28 +99,25 @@ def _ours(dtype, everything: bool) -> dict:
         "attn_gradcam_head_weights": new["grad"][:, :, -1, :, 0, 1:].mean(-1),
         "attn_gradcam_raw": o["attn_gradcam"][..., 1:],
         "attn_gradcam": _minmax(o["attn_gradcam"][..., 1:]),
+        "transformer_attribution_s0": o["transformer_attribution_s0"][..., 1:],
+        "ta_abar_cls_row": np.maximum(rec["grad"] * o["r_attn"], 0).mean(-3)[..., 0, :],
+        "relevance_attn_sum_per_head": o["r_attn"].sum((-2, -1)),
+        "partial_lrp": o["partial_lrp_s1"][..., 1:],
+        "full_lrp": o["pixels"],
+        "full_lrp_tokens": o["full_lrp_s1"][..., 1:],
     }
-    if everything:
-        ours |= {
-            "transformer_attribution_s0": o["transformer_attribution_s0"][..., 1:],
-            "ta_abar_cls_row": np.maximum(rec["grad"] * o["r_attn"], 0).mean(-3)[..., 0, :],
-            "relevance_attn_sum_per_head": o["r_attn"].sum((-2, -1)),
-            "partial_lrp": o["partial_lrp_s1"][..., 1:],
-            "full_lrp": o["pixels"],
-            "full_lrp_tokens": o["full_lrp_s1"][..., 1:],
-        }
     return ours
 
 
 @pytest.fixture(scope="module")
 def ours64():
     with jax.enable_x64(True):
-        return _ours(np.float64, everything=True)
+        return _ours(np.float64)
 
 
 @pytest.fixture(scope="module")
 def ours32():
-    return _ours(np.float32, everything=False)
+    return _ours(np.float32)
 
 
 def max_rel_error(ours: np.ndarray, golden: np.ndarray, axes: int = 1) -> float:
@@ -146,35 +142,48 @@ def test_full_lrp_token_map_sums_each_patch(ours64):
     assert max_rel_error(ours64["full_lrp_tokens"], per_patch) < 1e-6
 
 
-F32_KEYS = (
-    "logits_vit_lrp",
-    "logits_vit_orig_lrp",
-    "logits_vit_new",
-    "attn_headmean_cls_row",
-    "raw_attention",
-    "rollout_s1",
-    "rollout_s0",
+F32_KEYS = [k for k in _golden(np.float32).files if k != "targets" and not k.startswith(("full_lrp", "vis_"))]
+"""Every token-level key of the official float32 run (full LRP: float64 only, see the module docstring)."""
+ILL_CONDITIONED = {
     "transformer_attribution_s1",
-    "attn_gradcam_head_weights",
-    "attn_gradcam_raw",
-    "attn_gradcam",
-)
+    "transformer_attribution_s0",
+    "ta_abar_cls_row",
+    "partial_lrp",
+    "relevance_attn_sum_per_head",
+}
+
+
+def float32_tolerance(key: str) -> float:
+    """1e-4, or `ROUNDING_FACTOR` × the official float32 run's own distance from its float64 run where that is
+    larger (the display map of a key inherits the key's distance)."""
+    official = max_rel_error(_golden(np.float32)[key], _golden(np.float64)[key])
+    return max(RTOL, ROUNDING_FACTOR * official)
+
+
+def test_ill_conditioned_keys_are_the_documented_ones():
+    assert {k for k in F32_KEYS if float32_tolerance(k) > RTOL} == ILL_CONDITIONED
 
 
 @pytest.mark.parametrize("key", F32_KEYS)
-def test_float32_golden(ours32, key):
-    """The README's float32 tolerances: 1e-5 of each vector's max; transformer attribution 2e-3, the
-    float32 golden's own error (the relevance pass is ill-conditioned; the float64 test pins it exactly)."""
-    tol = 2e-3 if key == "transformer_attribution_s1" else 1e-5
-    assert max_rel_error(ours32[key], _golden(np.float32)[key]) < tol
+def test_float32(ours32, ours64, key):
+    """Our float32 and the official float32 both within the key's float32 tolerance of our float64."""
+    tol = float32_tolerance(key)
+    assert max_rel_error(ours32[key], ours64[key]) <= tol
+    assert max_rel_error(_golden(np.float32)[key], ours64[key]) <= tol
 
 
 @pytest.mark.parametrize("key", ["transformer_attribution_s1", "attn_gradcam"])
-def test_float32_visualisation(ours32, key):
-    """The display maps of the official scripts: ×16 bilinear (PyTorch-exact) then min-max."""
-    vis = _minmax(resize.resize(ours32[key][0, 0].reshape(14, 14), 224, method="bilinear").reshape(-1))
-    golden = _golden(np.float32)[f"vis_{key}_img0_pred"].reshape(-1)
-    assert np.abs(vis - golden).max() < (2e-3 if key.startswith("transformer") else 1e-5)
+def test_float32_visualisation(ours32, ours64, key):
+    """The display maps of the official scripts: ×16 bilinear (PyTorch-exact) then min-max; the official one
+    and ours from float32 within the key's float32 tolerance of ours from float64."""
+
+    def vis(maps):
+        return _minmax(resize.resize(maps[key][0, 0].reshape(14, 14), 224, method="bilinear").reshape(-1))
+
+    exact = vis(ours64)
+    tol = float32_tolerance(key)
+    assert np.abs(vis(ours32) - exact).max() <= tol
+    assert np.abs(_golden(np.float32)[f"vis_{key}_img0_pred"].reshape(-1) - exact).max() <= tol
 
 
 CHEFER = ["transformer_attribution", "full_lrp", "partial_lrp", "attn_gradcam"]
