@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from libra_jax.data import text_synthetic as ts
 from libra_jax.metrics.deletion import (
     ERASER_FRACTIONS,
     Removal,
@@ -139,3 +141,36 @@ def test_deletion_curves_by_hand():
     np.testing.assert_allclose(r["abpc"], [1.5])  # trapezoid of (0, 3, 0) with step 0.5
     with pytest.raises(ValueError, match="increasing"):
         deletion_curves(score, IDS, MASK, MAP, CANDIDATES, Removal("replace", 4), fractions=(0.5, 0.1))
+
+
+def test_oracle_classifier_on_the_benchmark():
+    """The metrics plugged into the synthetic benchmark and a classifier that counts evidence words exactly."""
+    config = ts.TextBenchmarkConfig()
+    d = ts.make_split(config, "test", 16)
+    vocab = ts.vocabulary(config)
+    votes = np.zeros((len(vocab), config.num_classes), np.float32)
+    for c, words in enumerate(ts.EVIDENCE[: config.num_classes]):
+        votes[[vocab.index(w) for w in words], c] = 4.0
+    mask_id = vocab.index(ts.MASK)
+
+    @jax.jit
+    def predict(ids, mask):
+        return jax.nn.softmax((jnp.asarray(votes)[ids] * mask[..., None]).sum(1), -1)
+
+    ids, mask, content, rationale = d["ids"], d["mask"], d["content"], d["rationale"]
+    assert np.all(np.argmax(predict(ids, mask), -1) == d["labels"])
+    noise = np.random.default_rng(0).normal(size=ids.shape)
+    oracle = rationale + 0.01 * noise  # the evidence first, then random order
+    np.testing.assert_allclose(rationale_ap(oracle, rationale, content), 1.0)
+    assert np.all(rationale_ap(noise, rationale, content) < 1.0)
+    for removal in (Removal("replace", mask_id), Removal("delete", vocab.index(ts.PAD))):
+        good = comprehensiveness_sufficiency(predict, ids, mask, oracle, content, removal, target=d["labels"])
+        bad = comprehensiveness_sufficiency(predict, ids, mask, -oracle, content, removal, target=d["labels"])
+        assert good["comprehensiveness"].mean() > bad["comprehensiveness"].mean() + 0.2
+        assert good["sufficiency"].mean() < bad["sufficiency"].mean() - 0.2
+        curves = deletion_curves(
+            lambda i, m: predict(i, m)[np.arange(16), d["labels"]], ids, mask, oracle, content, removal
+        )
+        assert np.all(curves["abpc"] > 0)
+    f1 = token_f1(oracle[:, 1:-1], d["word_rationale"], d["content"][:, 1:-1], ks=(1, 3))
+    assert f1["micro_p"][0] == 1.0  # every sentence has evidence: its top word is evidence

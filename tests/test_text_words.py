@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-from libra_jax.text.words import encoding_words, merge_words, token_words
+from libra_jax.data import text_synthetic as ts
+from libra_jax.text.words import covered_words, encoding_words, merge_words, token_words, word_to_token_mask
 
 CORPUS = [
     "the unbelievable movie was wonderful",
@@ -101,3 +102,24 @@ def test_merge_on_a_real_encoding_keeps_the_total_with_sum():
     maxed = np.asarray(merge_words(scores, index, len(words)))
     for w in range(len(words)):
         assert maxed[w] == pytest.approx(scores[index == w].max(), rel=1e-6)
+
+
+def test_coverage_and_word_masks_by_hand():
+    index = np.array([[-1, 0, 0, 2, -1], [0, 1, -1, -1, -1]])
+    np.testing.assert_array_equal(covered_words(index, 4), [[1, 0, 1, 0], [1, 1, 0, 0]])
+    words = np.array([[True, True, False, False], [False, True, True, True]])
+    np.testing.assert_array_equal(word_to_token_mask(words, index), [[0, 1, 1, 0, 0], [0, 1, 0, 0, 0]])
+
+
+def test_benchmark_rationale_through_a_subword_tokenizer():
+    config = ts.TextBenchmarkConfig()
+    d = ts.make_classification(config, 8, seed=0)
+    tok = _wordpiece()  # trained on other text: benchmark words split into several pieces
+    for j, text in enumerate(d["text"]):
+        words, index = encoding_words(text, tok.encode(text))
+        assert words == text.split()
+        gold = d["word_rationale"][j][: len(words)]
+        token_gold = np.asarray(word_to_token_mask(gold, index))
+        assert len(index) > len(words) + 2 and token_gold.sum() >= gold.sum()
+        # A map that is 1 on the evidence pieces merges back to the word rationale.
+        np.testing.assert_array_equal(merge_words(token_gold.astype(np.float32), index, len(words)), gold)

@@ -156,7 +156,9 @@ def make_classification(config: TextBenchmarkConfig, n: int, seed: int, start: i
       ids int32 (n, N) in `vocabulary(config)`; mask bool (n, N): real tokens;
       content bool (n, N): word tokens (mask without [CLS] / [SEP]);
       labels int32 (n,) — pair: (n, 2), two different classes;
-      rationale bool (n, N): the evidence tokens — pair: (n, 2, N), each class's own evidence (disjoint).
+      rationale bool (n, N): the evidence tokens — pair: (n, 2, N), each class's own evidence (disjoint);
+      word_rationale bool (n, max_words) — pair: (n, 2, max_words): the same on the words of `text`
+        (for other tokenizers: `libra_jax.text.words.word_to_token_mask`).
     """
     k, size = (2 if pair else 1), config.seq_len
     sentences, labels = [], np.empty((n, k), np.int32)
@@ -180,6 +182,7 @@ def make_classification(config: TextBenchmarkConfig, n: int, seed: int, start: i
         "content": content,
         "labels": labels,
         "rationale": rationale,
+        "word_rationale": rationale[..., 1 : 1 + config.max_words],
     }
 
 

@@ -29,6 +29,7 @@ embeddings (LXT's ABPC) needs the model's internals and is the model's own optio
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -73,16 +74,26 @@ class Removal:
         """(ids int (B, N), mask bool (B, N)) with the `removed` (B, N) tokens taken out."""
         ids, mask, removed = jnp.asarray(ids), jnp.asarray(mask, bool), jnp.asarray(removed, bool)
         if self.kind == "replace":
-            return jnp.where(removed, jnp.asarray(self.token_id, ids.dtype), ids), mask
-        keep = mask & ~removed
-        n = ids.shape[-1]
-        n_keep = keep.sum(-1, keepdims=True)
-        # Stable argsort on the drop flag: kept tokens first (right padding) or last (left), in order.
-        order = jnp.argsort(~keep if self.pad_side == "right" else keep, axis=-1, stable=True)
-        pos = jnp.arange(n)[None, :]
-        new_mask = pos < n_keep if self.pad_side == "right" else pos >= n - n_keep
-        new_ids = jnp.where(new_mask, jnp.take_along_axis(ids, order, axis=-1), self.token_id)
-        return new_ids.astype(ids.dtype), new_mask
+            return _replace(ids, mask, removed, self.token_id)
+        return _delete(ids, mask, removed, self.token_id, self.pad_side == "right")
+
+
+@jax.jit
+def _replace(ids, mask, removed, token_id):
+    return jnp.where(removed, jnp.asarray(token_id, ids.dtype), ids), mask
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _delete(ids, mask, removed, pad_id, right: bool):
+    keep = mask & ~removed
+    n = ids.shape[-1]
+    n_keep = keep.sum(-1, keepdims=True)
+    # Stable argsort on the drop flag: kept tokens first (right padding) or last (left), in order.
+    order = jnp.argsort(~keep if right else keep, axis=-1, stable=True)
+    pos = jnp.arange(n)[None, :]
+    new_mask = pos < n_keep if right else pos >= n - n_keep
+    new_ids = jnp.where(new_mask, jnp.take_along_axis(ids, order, axis=-1), jnp.asarray(pad_id, ids.dtype))
+    return new_ids, new_mask
 
 
 def removal_counts(fractions: Sequence[float], n: np.ndarray) -> np.ndarray:

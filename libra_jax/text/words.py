@@ -66,6 +66,26 @@ def encoding_words(text: str, encoding) -> tuple[list[str], np.ndarray]:
     return whitespace_words(text), token_words(text, encoding.offsets, encoding.special_tokens_mask)
 
 
+def covered_words(word_index, num_words: int) -> jax.Array:
+    """Which words have at least one token: word_index (..., N) int (−1 = none) → (..., W) bool.
+
+    Words cut off by truncation are not covered; pass this as `valid` to the word-level metrics, as
+    Chefer's benchmark only ranks the words the model saw.
+    """
+    index = jnp.asarray(word_index)
+    return (index[..., :, None] == jnp.arange(num_words)).any(-2)
+
+
+def word_to_token_mask(word_mask, word_index) -> jax.Array:
+    """A word-level mask (e.g. a rationale) on the tokens: word_mask (..., W) bool, word_index (..., N) → (..., N).
+
+    A token is in the mask when its word is; special tokens (index −1) never are.
+    """
+    word_mask, index = jnp.asarray(word_mask, bool), jnp.asarray(word_index)
+    picked = jnp.take_along_axis(word_mask, jnp.maximum(index, 0), axis=-1)
+    return picked & (index >= 0)
+
+
 def merge_words(
     token_scores: jax.Array,
     word_index: jax.Array,
@@ -93,12 +113,9 @@ def merge_words(
 
     def one(s, i):
         # Tokens of no word go to an extra segment W, dropped after.
-        i = jnp.where(i < 0, num_words, i)
-        merged = segment(s, i, num_segments=num_words + 1)[:num_words]
-        present = jax.ops.segment_sum(jnp.ones_like(s), i, num_segments=num_words + 1)[:num_words] > 0
-        return jnp.where(present, merged, fill)
+        return segment(s, jnp.where(i < 0, num_words, i), num_segments=num_words + 1)[:num_words]
 
-    flat = one
+    merged = one
     for _ in range(scores.ndim - 1):
-        flat = jax.vmap(flat)
-    return flat(scores, index)
+        merged = jax.vmap(merged)
+    return jnp.where(covered_words(index, num_words), merged(scores, index), fill)
