@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -19,6 +21,7 @@ TEXT = "An unbelievable  movie, don't"
 WORDS = ["An", "unbelievable", "movie,", "don't"]
 
 
+@functools.cache  # one trained tokenizer per run: WordPiece training breaks ties in no fixed order
 def _wordpiece() -> Tokenizer:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -27,11 +30,12 @@ def _wordpiece() -> Tokenizer:
     tok.train_from_iterator(CORPUS, trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     return tok
 
 
+@functools.cache
 def _bpe(trim_offsets: bool) -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -58,6 +62,12 @@ def test_wordpiece_pieces_map_to_their_words():
     # The "##" pieces of each word spell the (lower-cased) word, so every piece went to its own word.
     assert _pieces_by_word(enc.tokens, index, lambda t: t.removeprefix("##")) == [w.lower() for w in WORDS]
     assert np.bincount(index[index >= 0]).max() > 2  # some word really is split
+    # A text pair: the second text's tokens belong to no word of the first.
+    paired = _wordpiece().encode(TEXT, "the movie")
+    paired_index = encoding_words(TEXT, paired)[1]
+    assert len(paired_index) > len(index) + 1
+    np.testing.assert_array_equal(paired_index[: len(index)], index)
+    assert np.all(paired_index[len(index) :] == -1)
 
 
 @pytest.mark.parametrize("trim_offsets", [False, True])
@@ -115,11 +125,14 @@ def test_benchmark_rationale_through_a_subword_tokenizer():
     config = ts.TextBenchmarkConfig()
     d = ts.make_classification(config, 8, seed=0)
     tok = _wordpiece()  # trained on other text: benchmark words split into several pieces
-    for j, text in enumerate(d["text"]):
-        words, index = encoding_words(text, tok.encode(text))
-        assert words == text.split()
-        gold = d["word_rationale"][j][: len(words)]
-        token_gold = np.asarray(word_to_token_mask(gold, index))
-        assert len(index) > len(words) + 2 and token_gold.sum() >= gold.sum()
-        # A map that is 1 on the evidence pieces merges back to the word rationale.
-        np.testing.assert_array_equal(merge_words(token_gold.astype(np.float32), index, len(words)), gold)
+    encoded = [encoding_words(text, tok.encode(text)) for text in d["text"]]
+    n = max(len(index) for _, index in encoded)
+    index = np.full((8, n), -1, np.int32)
+    for j, (words, idx) in enumerate(encoded):
+        assert words == d["text"][j].split() and len(idx) > len(words) + 2
+        index[j, : len(idx)] = idx
+    gold = d["word_rationale"]
+    token_gold = np.asarray(word_to_token_mask(gold, index))
+    np.testing.assert_array_equal(token_gold.sum(1) >= gold.sum(1), True)
+    # A map that is 1 on the evidence pieces merges back to the word rationale.
+    np.testing.assert_array_equal(merge_words(token_gold.astype(np.float32), index, gold.shape[1]), gold)

@@ -62,8 +62,12 @@ def token_words(text: str, offsets: Sequence[tuple[int, int]], special: Sequence
 
 
 def encoding_words(text: str, encoding) -> tuple[list[str], np.ndarray]:
-    """(words, token→word (N,) int32) of a `tokenizers` Encoding of `text` (its offsets and special mask)."""
-    return whitespace_words(text), token_words(text, encoding.offsets, encoding.special_tokens_mask)
+    """(words, token→word (N,) int32) of a `tokenizers` Encoding whose first sequence is `text`.
+
+    Added tokens and, for a text pair, the second sequence's tokens belong to no word (−1).
+    """
+    other = [bool(m) or s != 0 for m, s in zip(encoding.special_tokens_mask, encoding.sequence_ids, strict=True)]
+    return whitespace_words(text), token_words(text, encoding.offsets, other)
 
 
 def covered_words(word_index, num_words: int) -> jax.Array:
