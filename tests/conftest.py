@@ -36,9 +36,11 @@ SLOW = {
         "test_resampling_matches_timm",
         "test_converter_cli_round_trip",
     ),
-    "test_mixer.py": ("test_libra_checkpoint_round_trip",),
+    # the golden tests share a module fixture (87 s setup): all of them, or the next one pays it
+    "test_mixer.py": ("test_libra_checkpoint_round_trip", "test_golden_logits_and_patches", "test_golden_preset_maps"),
     "test_registry.py": ("test_registry_agrees_with_timm",),
     "test_train.py": ("test_fit_reduces_the_loss_and_the_checkpoint_round_trips",),
+    "test_weights.py": ("test_a_libra_file_loads_directly_and_reports_its_own_keys",),
 }
 """Test functions (all their parametrisations) measured at >= 5 s (call or setup) with `pytest --durations=0`
 on the 2-core development machine. Extend it from a full run's durations; modules not listed have not been measured."""
