@@ -1,6 +1,6 @@
-"""Dev script: generate `libra_jax/models/timm_registry.json` from the installed timm.
+"""Dev script: generate `libra_jax/weights/timm_registry.json` from the installed timm.
 
-    python convert/gen_registry.py [-o libra_jax/models/timm_registry.json]
+    python convert/gen_registry.py [-o libra_jax/weights/timm_registry.json]
 
 For every registered timm architecture of the supported families (ViT-like: `VisionTransformer`;
 BEiT / BEiTv2: `Beit`; EVA / EVA-02: `Eva`; MLP-Mixer / gMixer: `MlpMixer`) it captures the keyword
@@ -45,9 +45,9 @@ from timm import layers as tl
 from timm.layers import pos_embed_sincos
 from timm.models import _builder, beit, deit, eva, get_pretrained_cfg, mlp_mixer, vision_transformer
 
-from libra_jax.checkpoint import flatten, timm_key_to_flax
 from libra_jax.models import build_model
 from libra_jax.models.config import BeitConfig, DataConfig, EvaConfig, MixerConfig, ModelConfig, ViTConfig
+from libra_jax.weights.keymap import flatten, timm_key_to_flax
 
 VIT_NAMES = re.compile(
     r"^(deit3?_"  # DeiT, DeiT-3 (LayerScale), DeiT distilled
@@ -462,7 +462,7 @@ def registry_entry(arch: str) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    out_default = Path(__file__).resolve().parents[1] / "libra_jax" / "models" / "timm_registry.json"
+    out_default = Path(__file__).resolve().parents[1] / "libra_jax" / "weights" / "timm_registry.json"
     parser.add_argument("-o", "--output", type=Path, default=out_default)
     args = parser.parse_args(argv)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import jax
 
-from libra_jax.checkpoint import CheckpointMismatchError, flatten
-from libra_jax.hub import HubError
-from libra_jax.loading import load
-from libra_jax.registry import UnknownModelError
-from libra_jax.serialization import CheckpointFileError, save_checkpoint
+from libra_jax.weights.formats import CheckpointFileError, save_checkpoint
+from libra_jax.weights.hub import HubError
+from libra_jax.weights.keymap import CheckpointMismatchError, flatten
+from libra_jax.weights.loading import load
+from libra_jax.weights.registry import UnknownModelError
 
 
 def parse_kw(items: list[str]) -> dict:

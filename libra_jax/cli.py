@@ -29,10 +29,10 @@ from PIL import Image, UnidentifiedImageError
 
 from libra_jax import demo, evaluate, hub, image_text, registry, train, viz
 from libra_jax.data.sources import open_source
-from libra_jax.loading import load
 from libra_jax.preprocess import preprocess
 from libra_jax.rules import PRESETS
 from libra_jax.run import RunOptions, distributed, run_dataset, step
+from libra_jax.weights.loading import load
 
 
 class UserError(Exception):

@@ -28,6 +28,7 @@ from libra_jax.methods import api
 from libra_jax.metrics import faithfulness, segmentation
 from libra_jax.preprocess import normalise
 from libra_jax.rules import get_rules
+from libra_jax.weights import embedded
 
 COLUMNS = (
     ("mif", "MIF ↓"),
@@ -272,8 +273,8 @@ def write_results(out_dir, results, curves, meta: dict, plot: bool) -> dict[str,
     return {name: str(out / name) for name in (*files, *(["curves.png"] if plot else []))}
 
 
-EMBEDDED = ("synthetic_vit", "synthetic_swiglu")
-"""Names of the embedded default models (trained on the synthetic benchmark, shipped in assets/)."""
+EMBEDDED = embedded.names()
+"""Names of the embedded default models (`libra_jax.weights.embedded`)."""
 
 DEFAULT_METHODS = (
     "ixg",
@@ -290,15 +291,13 @@ DEFAULT_METHODS = (
 
 def model_path(name: str) -> str:
     """An embedded model's name → its shipped checkpoint file; any other name unchanged."""
-    from libra_jax.train import asset_path
-
-    return str(asset_path(name.removeprefix("synthetic_"))) if name in EMBEDDED else name
+    return str(embedded.path(name)) if name in EMBEDDED else name
 
 
 def load_model(name: str, checkpoint: str | None = None):
     """(model, params, benchmark config or None): embedded names resolve to the shipped checkpoints."""
-    from libra_jax.loading import load
-    from libra_jax.serialization import is_libra_checkpoint, read_libra_checkpoint
+    from libra_jax.weights.formats import is_libra_checkpoint, read_libra_checkpoint
+    from libra_jax.weights.loading import load
 
     path = model_path(name)
     model, params = load(path, checkpoint)

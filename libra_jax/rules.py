@@ -75,7 +75,7 @@ PRESETS: dict[str, Rules] = {
     "wo_act": Rules(**{**_LIBRA, "activation": "plain"}, target="prob", name="wo_act"),
     "wo_gate": Rules(**{**_LIBRA, "gate": "plain"}, target="prob", name="wo_gate"),
 }
-"""The presets of SPEC §2. `vanilla` = NG, `libra_logit` = WO-Head, `cp_lrp` = AliLRP."""
+"""The presets (README, "Rule presets"). `vanilla` = NG, `libra_logit` = WO-Head, `cp_lrp` = AliLRP."""
 
 
 def get_rules(rules: str | Rules, target: Target | None = None) -> Rules:

@@ -33,7 +33,7 @@ from libra_jax.models.config import DataConfig, ViTConfig
 from libra_jax.models.vit import VisionTransformer
 from libra_jax.preprocess import normalise
 from libra_jax.rules import PRESETS
-from libra_jax.serialization import save_checkpoint
+from libra_jax.weights.formats import save_checkpoint
 
 MODEL_NAMES = ("vit", "swiglu")
 ASSET_DIR = Path(__file__).resolve().parent / "assets"

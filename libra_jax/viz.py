@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from libra_jax.resize import resize
+from libra_jax.weights.atomic import write_atomic
+from libra_jax.weights.resize import resize
 
 Mode = Literal["signed", "positive"]
 
@@ -134,7 +134,7 @@ def upsample_map(
 ) -> np.ndarray:
     """Resize a patch map (gh, gw) to pixels (H, W) = `size`, float32.
 
-    The SPEC's PyTorch-exact upsampling (`libra_jax.resize`), so the pixels shown are the pixels
+    PyTorch-exact upsampling (`libra_jax.weights.resize`), so the pixels shown are the pixels
     the segmentation metrics score.
     """
     m = np.asarray(attr_map, dtype=np.float32)
@@ -218,28 +218,6 @@ def _fit(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
     while text and draw.textlength(text + "..", font=font) > width:
         text = text[:-1]
     return text + ".."
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`.
-
-    Readers never see a half-written file, and a failed write leaves no temporary file behind.
-    Missing parent folders are created.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 applies the umask, so the final file gets ordinary permissions
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:

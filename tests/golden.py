@@ -76,7 +76,7 @@ def golden_dir(case: str) -> pathlib.Path:
 def load_golden_case(case: str, **overrides):
     """(model, params, images NHWC, labels, config dict) of a golden case, through `libra_jax.load`
     (`overrides`: model kwargs on top of the case's create_kwargs)."""
-    from libra_jax.loading import load
+    from libra_jax import load
 
     path = golden_dir(case)
     cfg = json.loads((path / "config.json").read_text())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from libra_jax.checkpoint import flatten, unflatten
 from libra_jax.models import VisionTransformer, ViTConfig
+from libra_jax.weights.keymap import flatten, unflatten
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
 

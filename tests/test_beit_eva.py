@@ -25,14 +25,14 @@ from test_legrad import brute_force as legrad_brute_force
 from test_loading import make_hub_cache, offline, save_timm, save_timm_state, timm_model  # noqa: F401 (fixture)
 
 from libra_jax import load
-from libra_jax.checkpoint import CheckpointMismatchError
 from libra_jax.methods import api, core, maps
 from libra_jax.methods.legrad import layer_gradients
 from libra_jax.metrics import faithfulness
 from libra_jax.models import BeitConfig, EvaConfig, VisionTransformer
 from libra_jax.models.rope import rope_table
 from libra_jax.rules import get_rules
-from libra_jax.serialization import save_checkpoint
+from libra_jax.weights.formats import save_checkpoint
+from libra_jax.weights.keymap import CheckpointMismatchError
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")

@@ -19,8 +19,8 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from libra_jax import cli, viz
-from libra_jax.checkpoint import params_to_timm
 from libra_jax.models import VisionTransformer, ViTConfig
+from libra_jax.weights.keymap import params_to_timm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = TINY["img_size"]

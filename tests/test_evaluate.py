@@ -14,7 +14,7 @@ from helpers import tiny_model
 from libra_jax import cli, evaluate
 from libra_jax.data import synthetic
 from libra_jax.preprocess import normalise
-from libra_jax.serialization import save_checkpoint
+from libra_jax.weights.formats import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("highest_precision")
 

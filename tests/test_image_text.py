@@ -23,12 +23,12 @@ from test_loading import make_hub_cache, offline  # noqa: F401 (fixture)
 
 import libra_jax
 from libra_jax import image_text, ops
-from libra_jax.checkpoint import CheckpointMismatchError
 from libra_jax.methods import api
 from libra_jax.models import ViTConfig
 from libra_jax.models.image_text import ImageTextModel
 from libra_jax.models.text import TextConfig
 from libra_jax.ops import reference as ref
+from libra_jax.weights.keymap import CheckpointMismatchError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -28,8 +28,8 @@ from libra_jax.methods.legrad import upsampled
 from libra_jax.models import ViTConfig
 from libra_jax.models.vit import VANILLA
 from libra_jax.ops import unit_norm
-from libra_jax.resize import resize
 from libra_jax.rules import get_rules
+from libra_jax.weights.resize import resize
 
 pytestmark = pytest.mark.usefixtures("highest_precision")
 

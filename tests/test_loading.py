@@ -1,4 +1,4 @@
-"""`libra_jax.loading.load` against upstream timm: forward parity per family, Hub, converter, resampling, errors.
+"""`libra_jax.load` against upstream timm: forward parity per family, Hub, converter, resampling, errors.
 
 Models are random-init, reduced-size timm models whose biases, norm affines, LayerScale gammas,
 position embeddings, prefix tokens and MAP latent are re-randomised, so no parameter is a trivial
@@ -16,11 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from libra_jax.checkpoint import CheckpointMismatchError
-from libra_jax.hub import HubError
-from libra_jax.loading import load
-from libra_jax.registry import UnknownModelError
-from libra_jax.serialization import CheckpointFileError, read_libra_checkpoint, save_checkpoint
+from libra_jax.weights.formats import CheckpointFileError, read_libra_checkpoint, save_checkpoint
+from libra_jax.weights.hub import HubError
+from libra_jax.weights.keymap import CheckpointMismatchError
+from libra_jax.weights.loading import load
+from libra_jax.weights.registry import UnknownModelError
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")

@@ -23,12 +23,12 @@ import pytest
 from golden import ROUNDING_FACTOR, RTOL, golden_dir
 from helpers import TINY
 
-from libra_jax import resize
-from libra_jax.loading import load
 from libra_jax.methods import attribution, core, lrp
 from libra_jax.methods.maps import rawatt, rollout
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.rules import get_rules
+from libra_jax.weights import resize
+from libra_jax.weights.loading import load
 
 GOLDEN_OUT = {np.float64: "outputs_f64.npz", np.float32: "outputs.npz"}
 

@@ -19,13 +19,13 @@ from golden import GOLDEN_PRESETS, assert_golden, golden_dir, ill_conditioned, i
 from helpers import randomize
 
 from libra_jax import evaluate, load
-from libra_jax.checkpoint import CheckpointMismatchError
 from libra_jax.methods import api, core, lrp, maps
 from libra_jax.metrics import completeness_error, faithfulness
 from libra_jax.models import MixerConfig, MlpMixer
-from libra_jax.registry import resolve
 from libra_jax.rules import get_rules
-from libra_jax.serialization import save_checkpoint
+from libra_jax.weights.formats import save_checkpoint
+from libra_jax.weights.keymap import CheckpointMismatchError
+from libra_jax.weights.registry import resolve
 
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")

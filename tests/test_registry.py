@@ -1,9 +1,9 @@
-"""timm name → ViTConfig / DataConfig resolution (`libra_jax.registry`)."""
+"""timm name → ViTConfig / DataConfig resolution (`libra_jax.weights.registry`)."""
 
 import pytest
 
-from libra_jax import registry
-from libra_jax.registry import UnknownModelError, resolve
+from libra_jax.weights import registry
+from libra_jax.weights.registry import UnknownModelError, resolve
 
 
 def test_default_tag_and_tagged_names():

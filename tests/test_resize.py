@@ -1,4 +1,4 @@
-"""`libra_jax.resize` against PyTorch's F.interpolate (align_corners=False)."""
+"""`libra_jax.weights.resize` against PyTorch's F.interpolate (align_corners=False)."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from libra_jax.resize import interpolation_matrix, resize
+from libra_jax.weights.resize import interpolation_matrix, resize
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

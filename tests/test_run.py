@@ -30,7 +30,7 @@ from libra_jax.models.config import DataConfig
 from libra_jax.preprocess import normalise
 from libra_jax.run import RunMismatchError, RunOptions, load_results, read_manifest, resolve_methods, run_dataset
 from libra_jax.run.prefetch import prefetch
-from libra_jax.serialization import save_checkpoint
+from libra_jax.weights.formats import save_checkpoint
 
 METHODS = ["libra_fullgrad_plus", "gradcam"]
 OPTIONS = RunOptions(batch_size=5, shard_size=10, progress=False)  # 12 decodable images: shards of 10 + 2

@@ -12,10 +12,8 @@ import pytest
 import safetensors
 
 from libra_jax.data import SPLITS, BenchmarkConfig, make_single
-from libra_jax.loading import load
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.preprocess import normalise, preprocess
-from libra_jax.serialization import read_libra_checkpoint, save_checkpoint
 from libra_jax.train import (
     MODEL_NAMES,
     Recipe,
@@ -29,6 +27,8 @@ from libra_jax.train import (
     model_config,
     predict,
 )
+from libra_jax.weights.formats import read_libra_checkpoint, save_checkpoint
+from libra_jax.weights.loading import load
 
 SMALL = BenchmarkConfig(image_size=32)
 

@@ -6,8 +6,8 @@ ground-truth mask transformed with nearest-neighbour sampling through the same r
 pixels stay aligned with image pixels.
 
   ImageFolderDataset  '<root>/<class>/<image>' (e.g. ImageNet val sorted into wnid folders), no masks.
-  ImageNetSDataset    ImageNet-S919 validation segmentation, LibraGrad protocol (`reference/libragrad.md` §3.3).
-  ImageNetSegDataset  `gtsegs_ijcv.mat` of ImageNet-Segmentation, Chefer protocol (`reference/chefer_legrad.md` §2.2).
+  ImageNetSDataset    ImageNet-S919 validation segmentation, LibraGrad protocol.
+  ImageNetSegDataset  `gtsegs_ijcv.mat` of ImageNet-Segmentation, Chefer protocol.
 
 `open_dataset('imagenet:PATH' | 'imagenet-s:PATH' | 'imagenet-seg:PATH', data_config)` picks one by spec.
 A file that cannot be decoded (or a mask whose size differs from its image) raises `BadFileError` on
@@ -245,7 +245,7 @@ def _largest_class(ids: np.ndarray, min_fraction: float) -> int | None:
 
 
 class ImageNetSDataset(EvalDataset):
-    """ImageNet-S919 validation segmentation with the LibraGrad protocol (`reference/libragrad.md` §3.3).
+    """ImageNet-S919 validation segmentation with the LibraGrad protocol.
 
     Layout: masks `<root>/validation-segmentation/<wnid>/<name>.png`, images `<root>/validation/<wnid>/<name>.JPEG`.
     A mask pixel's ImageNet-S class id is R + 256·G: 1..919 are classes, 0 'other' and 1000 'ignored'.
@@ -376,7 +376,7 @@ class ImageNetSegDataset(EvalDataset):
     references; image i is `f[f['/value/img'][i, 0]]`, stored (3, W, H) uint8, and its mask is
     `f[f[f['/value/gt'][i, 0]][0, 0]]`, stored (W, H) with values {0, 1}; both are transposed back to
     (H, W[, 3]) (MATLAB is column-major). There are no class labels: `label` is None and the class
-    explained is the model's top-1 prediction (`reference/chefer_legrad.md` §2.2).
+    explained is the model's top-1 prediction (Chefer's protocol).
 
     Args:
       mat_path: the gtsegs_ijcv.mat file.

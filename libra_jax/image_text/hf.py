@@ -12,11 +12,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from libra_jax import hub
 from libra_jax.image_text.architecture import OPENAI_MEAN, OPENAI_STD, Architecture
 from libra_jax.image_text.keys import Table, as_tokens, blocks, fuse_qkv, rename, scalar, split_in_proj
 from libra_jax.models.config import DataConfig, ViTConfig, pair
 from libra_jax.models.text import TextConfig
+from libra_jax.weights import hub
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = hub.WEIGHT_FILES  # the same files as a timm repo

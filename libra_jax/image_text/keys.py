@@ -5,7 +5,7 @@ whole key renames it (`re.sub` template) and transforms its value (layout change
 matches are kept unchanged, so that `timm_to_params` reports them as unexpected (nothing is
 dropped silently). The renamed keys are timm-style dotted names of our modules in torch layout
 ('blocks.0.attn.qkv.weight', 'text.blocks.0.mlp.fc1.bias', 'proj.weight'), which
-`libra_jax.checkpoint.timm_to_params` maps onto the params tree with its loud diff.
+`libra_jax.weights.keymap.timm_to_params` maps onto the params tree with its loud diff.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 A repo or directory is open_clip when it holds `open_clip_config.json`, Hugging Face when its
 `config.json` has `vision_config` / `text_config`. Every path ends the same way: rename the upstream
 keys by a table (`open_clip.convert` / `hf.convert`), resample the position embedding to the
-requested image size (`libra_jax.adapt`), and map them onto the model's params with the strict,
+requested image size (`libra_jax.weights.adapt`), and map them onto the model's params with the strict,
 diffing `timm_to_params` (missing / unexpected keys raise `CheckpointMismatchError`).
 """
 
@@ -25,14 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from libra_jax import hub
-from libra_jax.adapt import adapt_state_dict
-from libra_jax.checkpoint import timm_to_params
 from libra_jax.image_text import hf, open_clip
 from libra_jax.image_text.architecture import Architecture
 from libra_jax.models.config import ViTConfig, pair
 from libra_jax.models.image_text import ImageTextModel
-from libra_jax.serialization import read_state_dict
+from libra_jax.weights import hub
+from libra_jax.weights.adapt import adapt_state_dict
+from libra_jax.weights.formats import read_state_dict
+from libra_jax.weights.keymap import timm_to_params
 
 
 @dataclasses.dataclass(frozen=True)

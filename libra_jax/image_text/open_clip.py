@@ -12,11 +12,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from libra_jax import registry
 from libra_jax.image_text.architecture import OPENAI_MEAN, OPENAI_STD, Architecture, check_keys
 from libra_jax.image_text.keys import Table, as_tokens, blocks, rename, transpose
 from libra_jax.models.config import DataConfig, ViTConfig, pair
 from libra_jax.models.text import TextConfig
+from libra_jax.weights import registry
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from libra_jax import hub
 from libra_jax.image_text import hf, open_clip
+from libra_jax.weights import hub
 
 CLIP_SOT, CLIP_EOT = "<|startoftext|>", "<|endoftext|>"
 CLIP_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""

@@ -23,7 +23,7 @@ REQUIREMENTS = {**maps.REQUIREMENTS, **lrp.REQUIREMENTS, **legrad.REQUIREMENTS}
 """Methods defined for some architectures only: name → check(model) raising ValueError."""
 
 LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
-"""Methods that are IxG under their own backward preset (SPEC §3)."""
+"""Methods that are IxG under their own backward preset (README, "Methods")."""
 
 _TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias")
 

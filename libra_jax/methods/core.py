@@ -18,9 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from libra_jax.checkpoint import flatten
 from libra_jax.models.layers import PROBES
 from libra_jax.rules import Rules
+from libra_jax.weights.keymap import flatten
 
 Target = Callable[[jax.Array, Any], jax.Array]
 

@@ -1,6 +1,6 @@
 """LeGrad for classifiers: per-layer attention gradients of per-layer scores, each computed locally.
 
-The official algorithm (`reference/chefer_legrad.md` §3), with the classification head in place
+The official algorithm (`WalBouss/LeGrad`, Bousselham et al.), with the classification head in place
 of CLIP's text similarity:
 
   for every block l from `layer_index` on (default −2: the last two blocks; 0: all):
@@ -8,13 +8,13 @@ of CLIP's text similarity:
     E_l = mean over query rows of mean_h ReLU(∂s_l/∂A_l), prefix keys dropped
   map = min-max(mean_l E_l) over the patch tokens
 
-The classifier of a layer's tokens depends on `pool` (§3.2 / §3.4):
+The classifier of a layer's tokens depends on `pool`:
   "mean" (official CLIP path): mean over ALL tokens, prefix included → final norm → head;
   "cls":  the class token (and the distillation token for `head_dist`) → final norm → head;
   "map":  the model's attention-pool (MAP) head on the normed tokens; A is then the pool's own
           attention (H, 1, N − prefix) when pooling h_{l+1}, read at its single query (SigLIP path).
 
-Locality (§3.2): s_l depends on A_l only through block l's tail (A·v → proj → residual → MLP →
+Locality: s_l depends on A_l only through block l's tail (A·v → proj → residual → MLP →
 h_{l+1}), so ∂s_l/∂A_l is a `jax.vjp` of block l alone, run from the block input with a zero
 probe on A_l. One sweep over the blocks does it: each block's forward is the one the model does
 anyway, and each backward stops at A_l (v and the residual input are held constant). All layers
@@ -46,8 +46,8 @@ from libra_jax.methods.core import Target
 from libra_jax.models.image_text import ImageTextModel
 from libra_jax.models.layers import PROBES
 from libra_jax.models.vit import VisionTransformer
-from libra_jax.resize import resize
 from libra_jax.rules import Rules
+from libra_jax.weights.resize import resize
 
 POOLS = ("mean", "cls", "map")
 EMPTY_THRESHOLD = 0.8

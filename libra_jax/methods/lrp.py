@@ -1,6 +1,6 @@
 """Chefer et al. (CVPR'21) LRP relevance: transformer_attribution, full_lrp, partial_lrp, attn_gradcam.
 
-The relevance pass of `hila-chefer/Transformer-Explainability` (`reference/chefer_legrad.md` §1.3-1.6),
+The relevance pass of `hila-chefer/Transformer-Explainability` (its ViT_LRP model and LRP layers),
 rule for rule, as an explicit backward sweep over the activations of ONE recorded forward pass
 (Flax `capture_intermediates`; no second forward). Every rule is LRP-0 through a small function,
 `R_i = arg_i ⊙ vjp(f)(R / f(args))` (`_lrp0`), so the code reads like the rule table:
@@ -18,7 +18,7 @@ Relevance seed: one-hot at the class y (Chefer seeds 1.0, not the logit value), 
 is a (K,) class-weight vector. `target` does NOT change the seed; it is the scalar whose gradient
 ∂f/∂A_l (under `rules`) the gradient-weighted methods use. The official code differentiates the raw
 logit: use target="logit" (e.g. `transformer_attribution(model, target="logit")`) to reproduce it;
-the library default of the vanilla preset is the softmax probability (SPEC §2).
+the library default of the vanilla preset is the softmax probability (README, "Rule presets").
 
 Per example: x (H, W, C) normalised, y a class index; every method returns an (N,) token map with
 the prefix tokens first. `libra_jax.attribution` vmaps over the batch, so the Add rescaling sums are
@@ -152,7 +152,7 @@ def _blocks(model, params, aux: dict, inter: dict) -> list[tuple]:
 
 
 def _block_relevance(block: tuple, r: jax.Array, config, rules: Rules, orig: bool) -> tuple[jax.Array, jax.Array]:
-    """Relevance through one block (§1.4), R (N, C) at its output → (R at its input, R_A (H, N, N))."""
+    """Relevance through one block, R (N, C) at its output → (R at its input, R_A (H, N, N))."""
     p, cap, aux, x_in = block
     scaled = config.init_values is not None
     t_mid = aux["post_attn"]

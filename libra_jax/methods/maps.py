@@ -1,6 +1,6 @@
 """Token maps read off one forward/backward record (`core.single_pass`), per example.
 
-Notation (SPEC §3): h_l = input of block l (h₀ = token embeddings), g_l = ∂f/∂h_l,
+Notation: h_l = input of block l (h₀ = token embeddings), g_l = ∂f/∂h_l,
 IxG_l[t] = Σ_c h_l[t,c]·g_l[t,c], A_l = post-softmax attention (H, N, N), token 0 = first
 prefix token (the cls token when there is one). All maps are signed, shape (N,), prefix
 tokens included.

@@ -1,4 +1,4 @@
-"""Completeness: do the attributions sum to the explained scalar? (SPEC §6)"""
+"""Completeness: do the attributions sum to the explained scalar, Σ_t map[t] = f?"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Faithfulness by token deletion: MIF / LIF curves, their AUCs and SRG (SPEC §6, libragrad.md §3.2).
+"""Faithfulness by token deletion: MIF / LIF curves, their AUCs and SRG (SRG = LIF AUC − MIF AUC).
 
 Protocol (the official LibraGrad one):
 

@@ -1,4 +1,4 @@
-"""Segmentation metrics of attribution maps (SPEC §6; libragrad.md §3.3, chefer_legrad.md §2.2).
+"""Segmentation metrics of attribution maps: the LibraGrad and Chefer protocols.
 
 * `average_precision`: per-image AP of a signed pixel map vs a binary mask with exactly
   `sklearn.metrics.average_precision_score` semantics (the LibraGrad protocol: no normalisation).
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from libra_jax.resize import resize
+from libra_jax.weights.resize import resize
 
 
 def upsample(maps, size: int | tuple[int, int], mode: str = "bicubic"):

@@ -26,8 +26,8 @@ import jaxlib
 import numpy as np
 
 import libra_jax
-from libra_jax.checkpoint import flatten
 from libra_jax.run import store
+from libra_jax.weights.keymap import flatten
 
 FORMAT, VERSION = "libra-jax-run", 1
 MANIFEST = "manifest.json"

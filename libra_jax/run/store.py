@@ -3,7 +3,7 @@
 `np.savez` stamps the current time into its zip entries, so two runs with equal arrays would write
 different bytes; `encode_npz` fixes every zip field, making the bytes (and the sha256 recorded in the
 manifest) a function of the arrays alone. Files are written through a temporary file + rename
-(`libra_jax.viz.write_atomic`), so a killed run or a full disk never leaves a partial file under a
+(`libra_jax.weights.atomic`), so a killed run or a full disk never leaves a partial file under a
 final name.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from libra_jax import viz
+from libra_jax.weights.atomic import write_atomic
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: fixed, so the bytes depend on the arrays only
 
@@ -44,7 +44,7 @@ def sha256(data: bytes) -> str:
 def write_file(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` atomically; a full disk raises OSError(ENOSPC) naming the file and what to do."""
     try:
-        viz.write_atomic(path, data)
+        write_atomic(path, data)
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np
+from flax import traverse_util
 
 Params = dict
 
@@ -53,28 +54,14 @@ LEAF_RENAMES = {
 EXPORT_LEAVES = {"qkv/q_bias": "q_bias", "qkv/v_bias": "v_bias"}
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-    """Nested dict → {'a/b/c': leaf}."""
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
+def flatten(tree: Mapping) -> dict[str, object]:
+    """Nested params → {'a/b/c': leaf}, the path strings checkpoint files and key diffs use."""
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflatten(flat: Mapping[str, object]) -> dict:
-    """{'a/b/c': leaf} → nested dict."""
-    tree: dict = {}
-    for key, v in flat.items():
-        node = tree
-        *parents, leaf = key.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return tree
+    """{'a/b/c': leaf} → nested params (inverse of `flatten`)."""
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def timm_key_to_flax(key: str, ndim: int) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
@@ -153,6 +140,25 @@ def timm_to_params(
     if missing or mismatched or (unexpected and strict):
         raise CheckpointMismatchError(describe_diff(missing, unexpected, mismatched, source))
     return unflatten(got), sorted(unexpected)
+
+
+def check_params(flat: Mapping[str, np.ndarray], expected: Mapping, *, source: str) -> Params:
+    """Flat Flax-layout params {'a/b/c': array} (a libra-jax file) → the params tree of `expected`.
+
+    No key mapping or layout change: the file already holds the model's own parameters, so this
+    only verifies that keys and shapes match exactly.
+    Raises:
+      CheckpointMismatchError listing every missing / unexpected / misshapen key.
+    """
+    want = flatten(expected)
+    unexpected = [k for k in flat if k not in want]
+    mismatched = [
+        (k, tuple(v.shape), tuple(want[k].shape)) for k, v in flat.items() if k in want and v.shape != want[k].shape
+    ]
+    missing = [k for k in want if k not in flat]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(describe_diff(missing, unexpected, mismatched, source))
+    return unflatten({k: np.asarray(v, dtype=np.float32) for k, v in flat.items()})
 
 
 def params_to_timm(params: Mapping) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from libra_jax.models.config import ModelConfig
 from libra_jax.models.layers import default_kernel_init
-from libra_jax.resize import interpolation_matrix, resize
+from libra_jax.weights.resize import interpolation_matrix, resize
 
 HEADS = ("head", "head_dist")
 

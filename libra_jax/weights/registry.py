@@ -1,7 +1,7 @@
 """timm model names → model config (`ViTConfig` / `BeitConfig` / `EvaConfig` / `MixerConfig`) + `DataConfig`, like
 `timm.create_model`.
 
-The table `models/timm_registry.json` is generated from timm by `convert/gen_registry.py` (this
+The table `timm_registry.json` (next to this module) is generated from timm by `convert/gen_registry.py` (this
 module needs neither torch nor timm). A name is `<architecture>[.<pretrained tag>]`, e.g.
 'vit_base_patch16_224.augreg2_in21k_ft_in1k'; the architecture selects the entry, the tag (or the
 architecture's default tag) its pretrained cfg: preprocessing, and — as in timm — defaults for
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from libra_jax.models.config import CONFIG_CLASSES, DataConfig, ModelConfig, ViTConfig
 
-REGISTRY_FILE = Path(__file__).parent / "models" / "timm_registry.json"
+REGISTRY_FILE = Path(__file__).parent / "timm_registry.json"
 
 # timm constructor kwargs with no effect on an eval-mode forward at the configured size.
 IGNORED_TIMM_KWARGS = frozenset(
@@ -113,7 +113,7 @@ def _entry(arch: str) -> dict:
         raise UnknownModelError(
             f"unknown model architecture {arch!r}.{hint} libra-jax covers timm's ViT, DeiT/DeiT-3, FlexiViT, CLIP,"
             " SigLIP, register, DINOv2, BEiT/BEiTv2, EVA/EVA-02 and MLP-Mixer / gMixer families;"
-            " libra_jax.registry.list_models() lists them all."
+            " libra_jax.weights.registry.list_models() lists them all."
         ) from None
 
 

@@ -17,8 +17,8 @@ One `.safetensors` file:
     source       where the weights came from (timm name, HF repo or file), informational.
 
 The file is self-describing: `libra_jax.load(path)` rebuilds the model from `config` and
-`data_config` alone. `save_checkpoint` writes to a temporary file in the target directory and
-renames it into place, so readers never see a half-written file.
+`data_config` alone, and loads its params as they are (no key mapping, `keymap.check_params`).
+`save_checkpoint` writes through `libra_jax.weights.atomic`, so readers never see a half-written file.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,9 +35,10 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from libra_jax.checkpoint import flatten
-from libra_jax.models import MODEL_CLASSES, MlpMixer, VisionTransformer
+from libra_jax.models import MlpMixer, VisionTransformer
 from libra_jax.models.config import CONFIG_CLASSES, DataConfig, ModelConfig
+from libra_jax.weights.atomic import write_atomic
+from libra_jax.weights.keymap import flatten
 
 FORMAT = "libra-jax"
 VERSION = "1"
@@ -69,7 +69,7 @@ def save_checkpoint(
     """Write `params` of `model` as a libra-jax checkpoint (format in this module's docstring).
 
     Args:
-      path: destination file (conventionally `*.safetensors`); parent directories must exist.
+      path: destination file (conventionally `*.safetensors`); missing parent folders are created.
       model: the model (`VisionTransformer` / `MlpMixer`) the params belong to (its config and
         data_config are stored).
       params: the Flax params tree (jax or numpy arrays; a {'params': ...} wrapper is accepted).
@@ -77,9 +77,11 @@ def save_checkpoint(
     Returns:
       The path written.
     """
-    if not isinstance(model, tuple(MODEL_CLASSES.values())):
+    config = model.config
+    if CONFIG_CLASSES.get(config.family) is not type(config):
         raise TypeError(
-            f"save_checkpoint expects a libra_jax model ({sorted(MODEL_CLASSES)}), got {type(model).__name__}"
+            f"save_checkpoint stores the families {sorted(CONFIG_CLASSES)}; {type(model).__name__} has a"
+            f" {type(config).__name__}: save a model built by libra_jax.load / libra_jax.models.build_model"
         )
     if set(params) == {"params"}:
         params = params["params"]
@@ -87,20 +89,13 @@ def save_checkpoint(
     metadata = {
         "format": FORMAT,
         "version": VERSION,
-        "family": model.config.family,
-        "config": _config_json(model.config),
+        "family": config.family,
+        "config": _config_json(config),
         "data_config": _config_json(model.data_config),
         "source": str(source),
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
     return path
 
 

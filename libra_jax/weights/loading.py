@@ -1,14 +1,17 @@
-"""`load`: a timm name, HF repo, timm checkpoint file or libra-jax file → (model, params).
+"""`load`: a timm name, HF repo, embedded model, timm checkpoint file or libra-jax file → (model, params).
 
     model, params = load("vit_base_patch16_224.augreg2_in21k_ft_in1k")           # HF Hub (cached)
+    model, params = load("synthetic_vit")                                          # embedded model
     model, params = load("hf-hub:timm/vit_small_patch14_reg4_dinov2.lvd142m")
     model, params = load("deit3_small_patch16_224", checkpoint="deit3.pth", num_classes=10)
     model, params = load("converted.safetensors")                                   # libra-jax file
     logits, aux = model.apply({"params": params}, images)
 
-Every path ends in the same steps: build the family's model (`VisionTransformer` or `MlpMixer`, from
-the config), adapt the timm state dict to it (`libra_jax.adapt`), and map keys with the strict,
-diffing `timm_to_params`.
+Every path builds the family's model (`VisionTransformer` or `MlpMixer`) from the config. timm weights
+are then adapted to it (`libra_jax.weights.adapt`) and their keys mapped with the strict, diffing
+`timm_to_params`; a libra-jax file (embedded models included) already holds the model's own params
+and is only checked (`check_params`), unless model kwargs ask for other sizes, which the timm
+adaptation handles.
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from libra_jax import hub, registry
-from libra_jax.adapt import adapt_state_dict
-from libra_jax.checkpoint import params_to_timm, timm_to_params, unflatten
 from libra_jax.models import MlpMixer, VisionTransformer, build_model
 from libra_jax.models.config import DataConfig, ModelConfig
-from libra_jax.serialization import TORCH_SUFFIXES, is_libra_checkpoint, read_libra_checkpoint, read_state_dict
+from libra_jax.weights import embedded, hub, registry
+from libra_jax.weights.adapt import adapt_state_dict
+from libra_jax.weights.formats import (
+    TORCH_SUFFIXES,
+    LibraCheckpoint,
+    is_libra_checkpoint,
+    read_libra_checkpoint,
+    read_state_dict,
+)
+from libra_jax.weights.keymap import check_params, params_to_timm, timm_to_params, unflatten
 
 FILE_SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
 
@@ -46,6 +55,12 @@ class _Source:
     description: str
 
 
+def _param_shapes(model: VisionTransformer | MlpMixer) -> dict:
+    """The model's params tree as ShapeDtypeStructs (no weights are initialised)."""
+    image = jax.ShapeDtypeStruct((*model.config.img_size, model.config.in_chans), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.key(0), image)["params"]
+
+
 def _looks_like_path(name: str) -> bool:
     return os.path.exists(name) or name.endswith(FILE_SUFFIXES)
 
@@ -60,7 +75,7 @@ def _read_checkpoint(path: Path) -> tuple[Mapping[str, np.ndarray], tuple[int, i
     return read_state_dict(path), None
 
 
-def _from_libra_file(path: Path, model_kwargs: Mapping) -> _Source:
+def _read_libra_file(path: Path) -> LibraCheckpoint:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} does not exist")
     if not is_libra_checkpoint(path):
@@ -68,7 +83,11 @@ def _from_libra_file(path: Path, model_kwargs: Mapping) -> _Source:
             f"{path} is not a libra-jax checkpoint, so it does not say which architecture it holds;"
             f" name it: load('<timm model name>', checkpoint={str(path)!r})"
         )
-    ck = read_libra_checkpoint(path)
+    return read_libra_checkpoint(path)
+
+
+def _adapted_libra_file(ck: LibraCheckpoint, path: Path, model_kwargs: Mapping) -> _Source:
+    """A libra-jax file loaded at other sizes / heads: its params in timm layout, for `adapt_state_dict`."""
     overrides = registry.timm_kwargs_to_config(model_kwargs, type(ck.config))
     config = ck.config.replace(**overrides)
     data_config = dataclasses.replace(ck.data_config, input_size=config.img_size)
@@ -124,7 +143,8 @@ def load(
         * a timm name '<arch>[.<tag>]' (weights from the HF repo `timm/<arch>.<tag>`, default tag
           when omitted), e.g. 'vit_base_patch16_224.augreg2_in21k_ft_in1k';
         * an HF repo 'hf-hub:org/repo[@revision]' or 'timm/<name>' holding a timm `config.json`;
-        * a libra-jax checkpoint file (see `libra_jax.serialization`), config from its metadata.
+        * an embedded model, 'synthetic_vit' / 'synthetic_swiglu' (`libra_jax.weights.embedded`);
+        * a libra-jax checkpoint file (see `libra_jax.weights.formats`), config from its metadata.
       checkpoint: a local weights file for the named architecture instead of the Hub: a timm state
         dict (`.safetensors` read without torch; `.pth/.pt/.bin` via `torch.load(weights_only=True)`;
         'model' / 'state_dict' wrappers accepted) or a libra-jax file.
@@ -141,23 +161,30 @@ def load(
       (model, params): a `VisionTransformer` or `MlpMixer` (with `config` and `data_config`) and a nested
       dict of float32 jax arrays.
     Raises:
-      libra_jax.registry.UnknownModelError, libra_jax.hub.HubError,
-      libra_jax.checkpoint.CheckpointMismatchError (message lists every missing / unexpected /
-      misshapen key), libra_jax.serialization.CheckpointFileError (unreadable file).
+      libra_jax.weights.registry.UnknownModelError, libra_jax.weights.hub.HubError,
+      libra_jax.weights.keymap.CheckpointMismatchError (message lists every missing / unexpected /
+      misshapen key), libra_jax.weights.formats.CheckpointFileError (unreadable file).
     """
     name = os.fspath(name_or_path)
+    if name in embedded.names():
+        name = str(embedded.path(name))
     if _looks_like_path(name):
         if checkpoint is not None:
             raise ValueError(
                 "pass a libra-jax file, or a model name with checkpoint=<file>, not a file and a checkpoint"
             )
-        src = _from_libra_file(Path(name), model_kwargs)
+        path = Path(name)
+        ck = _read_libra_file(path)
+        if not model_kwargs:
+            model = build_model(ck.config, ck.data_config)
+            params = check_params(ck.params, _param_shapes(model), source=str(path))
+            return model, jax.tree.map(jnp.asarray, params)
+        src = _adapted_libra_file(ck, path, model_kwargs)
     else:
         src = _from_name(name, checkpoint, cache_dir, model_kwargs)
 
     model = build_model(src.config, src.data_config)
-    image = jax.ShapeDtypeStruct((*src.config.img_size, src.config.in_chans), jnp.float32)
-    expected = jax.eval_shape(model.init, jax.random.key(0), image)["params"]
+    expected = _param_shapes(model)
     state, notes = adapt_state_dict(
         src.state, src.config, source_img_size=src.source_img_size, resample=src.resample, overrides=src.overrides
     )

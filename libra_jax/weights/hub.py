@@ -79,7 +79,7 @@ def fetch(ref: HubRef, filename: str, cache_dir: str | os.PathLike | None = None
     except errors.RepositoryNotFoundError as e:
         raise HubError(
             f"{where} does not exist (or is private): check the model name;"
-            " libra_jax.registry.list_pretrained() lists the known timm tags"
+            " libra_jax.weights.registry.list_pretrained() lists the known timm tags"
         ) from e
     except errors.RevisionNotFoundError as e:
         raise HubError(f"{where}: revision {ref.revision!r} not found") from e
