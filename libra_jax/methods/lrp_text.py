@@ -1,0 +1,216 @@
+"""Chefer et al. (CVPR'21) on BERT-family classifiers, as the official BERT code computes it.
+
+The relevance pass of `hila-chefer/Transformer-Explainability`'s BERT modules
+(`reference/language.md` §1; every rule and quirk is listed in the golden fixture's README,
+`golden/chefer_bert/README.md`), over the activations of ONE recorded forward pass, with the LRP rules of
+`methods/lrp.py` (α1β0 Linear, LRP-0 Add / fork / matmul, the 1e-9 safe division). What differs from the
+ViT pass:
+
+  * the head: classifier (x = pooled) → tanh (identity) → pooler dense (x = h[CLS]) → [CLS] select;
+  * post-norm blocks: the residual adds sit before the LayerNorms, so block l's pass is
+    Add(o, y) → MLP → fork(y) → Add(ao, x) → attention → fork(x);
+  * the attention's mask add (S/√d + m) is a relevance Add too (the "ours" rules renormalise there);
+    Q·Kᵀ is LRP-0 on the unscaled S; q, k and v are three Linears whose relevances meet in one fork;
+  * the pass stops at the encoder input (the embedding LayerNorm's output);
+  * the maps: transformer attribution rolls out (I + Ā_l) **row-normalised** from `start_layer` and sets
+    [CLS] to the row minimum; partial LRP, full LRP, raw attention, rollout and GradCAM set [CLS] to 0,
+    GradCAM after a min-max over the whole N×N matrix (NaN when that matrix is constant, as officially).
+
+Relevance seed: one-hot at y (value 1), or y itself when it is a (K,) class-weight vector. The gradient
+∂f/∂A_l is that of `target` under `rules`; the official code uses the raw logit under plain rules
+(target="logit", rules="vanilla"). Per example: x a `TextInputs` of one sequence (N,), y a class index;
+every map is (N,) over all positions ([CLS] and [SEP] included).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from libra_jax import ops
+from libra_jax.methods.core import Target
+from libra_jax.methods.lrp import _add, _halved_matmul, _linear, _lrp0, _out, _seed
+from libra_jax.models.bert import BertConfig, padding_bias
+from libra_jax.models.layers import PROBES, merge_heads, split_heads
+from libra_jax.rules import Rules
+
+
+def check_supported(config, method: str) -> None:
+    """Raise ValueError unless `config` is a BERT-family classifier (these methods read its [CLS] pooling)."""
+    if not isinstance(config, BertConfig):
+        raise ValueError(f"method {method!r} (Chefer et al., BERT code) needs a BERT-family text classifier")
+
+
+def _fork(x: jax.Array, *rs: jax.Array) -> jax.Array:
+    """The official Clone: x feeds several branches with relevances rs → R_x = x ⊙ Σ_i sdiv(R_i, x)."""
+    return _lrp0(lambda t: (t,) * len(rs), (x,), rs)[0]
+
+
+def _forward(model, params, x, rules: Rules, probes: dict | None = None):
+    """One forward recording every module output: (logits (K,), (aux, intermediates))."""
+    variables = {"params": params} if probes is None else {"params": params, PROBES: probes}
+    (logits, aux), state = model.apply(variables, x, rules, capture_intermediates=True, mutable=["intermediates"])
+    return logits, (aux, state["intermediates"])
+
+
+def _forward_backward(model, params, x, y, rules: Rules, target: Target):
+    """The recorded forward plus G_l = ∂f/∂A_l (H, N, N) for every block (zero probes on the attention only)."""
+    cfg = model.config
+    n = x.ids.shape[-1]
+    zeros = jnp.zeros((cfg.num_heads, n, n), params["word_embeddings"].dtype)
+    probes = {f"blocks_{i}": {"attn": {"attn": zeros}} for i in range(cfg.num_layers)}
+    logits, vjp_fn, (aux, inter) = jax.vjp(lambda p: _forward(model, params, x, rules, p), probes, has_aux=True)
+    (grads,) = vjp_fn(jax.grad(target)(logits, y).astype(logits.dtype))
+    return logits, aux, inter, [grads[f"blocks_{i}"]["attn"]["attn"] for i in range(cfg.num_layers)]
+
+
+def _block_records(params, aux: dict, inter: dict) -> dict:
+    """Per block, stacked over blocks (leading axis L): its params and the activations its relevance rules read."""
+    inputs = [_out(inter, "embed_norm"), *(b["out"] for b in aux["blocks"][:-1])]
+    records = []
+    for layer, (block, h) in enumerate(zip(aux["blocks"], inputs, strict=True)):
+        cap = inter[f"blocks_{layer}"]
+        acts = {
+            "h": h,
+            "qkv": _out(cap, "attn", "qkv"),
+            "attn": block["attn"],
+            "attn_out": _out(cap, "attn")[0],
+            "y": block["post_attn"],
+            "fc1": _out(cap, "mlp", "fc1"),
+            "mlp_out": _out(cap, "mlp"),
+        }
+        records.append((params[f"blocks_{layer}"], acts))
+    return jax.tree.map(lambda *t: jnp.stack(t), *records)
+
+
+def _block_relevance(config, mask: jax.Array, block: tuple, r: jax.Array, orig: bool):
+    """Relevance through one block (its params and activations, `_block_records`), R (N, C) at its output →
+    (R at its input h (N, C), R_A (H, N, N))."""
+    p, a = block
+    h, y = a["h"], a["y"]
+    r_mlp, r_y = _add(a["mlp_out"], y, r, orig)
+    r_mlp = _linear(ops.activation(a["fc1"], config.act), p["mlp"]["fc2"]["kernel"], r_mlp, orig)
+    r_mlp = _linear(y, p["mlp"]["fc1"]["kernel"], r_mlp, orig)
+    r = _fork(y, r_mlp, r_y)
+
+    r_att, r_h = _add(a["attn_out"], h, r, orig)
+    heads = config.num_heads
+    q, k, v = (split_heads(t, heads) for t in jnp.split(a["qkv"], 3, axis=-1))
+    attn = a["attn"]
+    r_ctx = split_heads(_linear(merge_heads(attn @ v), p["attn"]["proj"]["kernel"], r_att, orig), heads)
+    r_attn, r_v = _halved_matmul(attn, v, r_ctx)
+    kt = jnp.swapaxes(k, -1, -2)
+    scores = q @ kt  # unscaled (the official matmul1); the 1/√d is not a module
+    bias = jnp.broadcast_to(padding_bias(mask, scores.dtype), scores.shape)
+    r_scores, _ = _add(scores * q.shape[-1] ** -0.5, bias, r_attn, orig)
+    r_q, r_kt = _halved_matmul(q, kt, r_scores)
+    kernels = jnp.split(p["attn"]["qkv"]["kernel"], 3, axis=-1)
+    r_qkv = (r_q, jnp.swapaxes(r_kt, -1, -2), r_v)
+    r_in = [_linear(h, w, merge_heads(t), orig) for w, t in zip(kernels, r_qkv, strict=True)]
+    return _fork(h, _fork(h, *r_in), r_h), r_attn
+
+
+def relevance(model, params, x, y, logits: jax.Array, aux: dict, inter: dict, orig: bool):
+    """The relevance pass from the seed at the logits down to the encoder input.
+
+    orig=False: the rules of Chefer's method (`layers_ours.py`); True: the LRP baselines' (`layers_lrp.py`).
+    Returns (R (N, C) at the encoder input (the embedding LayerNorm's output), R_A (L, H, N, N) per block).
+    """
+    features = aux["features"]
+    r = _linear(aux["pooled"], params["classifier"]["kernel"], _seed(y, logits), orig)  # head activation: identity
+    r = _linear(features[0], params["pooler"]["kernel"], r, orig)
+    r = _lrp0(lambda f: f[0], (features,), r)[0]
+    blocks = _block_records(params, aux, inter)
+
+    def step(r, block):
+        return _block_relevance(model.config, x.attention_mask, block, r, orig)
+
+    # A scan traces and compiles one block body, whatever the depth.
+    return jax.lax.scan(step, r, blocks, reverse=True)
+
+
+def _rollout(mats: list[jax.Array]) -> jax.Array:
+    """Row 0 of aug(M_{last}) ⋯ aug(M_first), aug(M) = (M + I) / rowsum(M + I) (`compute_rollout_attention`)."""
+    eye = jnp.eye(mats[0].shape[-1], dtype=mats[0].dtype)
+    joint = eye
+    for m in mats:
+        aug = m + eye
+        joint = (aug / aug.sum(-1, keepdims=True)) @ joint
+    return joint[0]
+
+
+def transformer_attribution(model, params, x, y, rules: Rules, target: Target, start_layer: int = 0) -> jax.Array:
+    """Chefer CVPR'21 on BERT: row 0 of the row-normalised rollout of Ā_l = mean_h (∂f/∂A_l ⊙ R_A,l)⁺ from
+    `start_layer` (the demo's 0; the benchmark's default is L−1 = 11 for BERT-base), then [CLS] ← the row
+    minimum (over the real tokens). Returns (N,)."""
+    cfg = model.config
+    check_supported(cfg, "transformer_attribution")
+    if not 0 <= start_layer < cfg.num_layers:
+        raise ValueError(f"start_layer must be in [0, {cfg.num_layers}); got {start_layer}")
+    logits, aux, inter, grads = _forward_backward(model, params, x, y, rules, target)
+    _, r_attn = relevance(model, params, x, y, logits, aux, inter, orig=False)
+    abar = [jax.nn.relu(g * r_attn[layer]).mean(-3) for layer, g in enumerate(grads)]
+    row = _rollout(abar[start_layer:])
+    return row.at[0].set(jnp.where(x.attention_mask > 0, row, jnp.inf).min())  # the minimum over real tokens
+
+
+def partial_lrp(model, params, x, y, rules: Rules, target: Target, orig: bool = True) -> jax.Array:
+    """Partial LRP: row 0 of mean_h (R_A)⁺ of the last block, [CLS] ← 0 (`generate_LRP_last_layer`; orig rules
+    as the benchmark runs it, `orig=False` the ours model). Relevance only: `rules`, `target` unused. (N,)."""
+    check_supported(model.config, "partial_lrp")
+    logits, (aux, inter) = _forward(model, params, x, rules)
+    _, r_attn = relevance(model, params, x, y, logits, aux, inter, orig)
+    return jax.nn.relu(r_attn[-1]).mean(-3)[0].at[0].set(0.0)
+
+
+def full_lrp(model, params, x, y, rules: Rules, target: Target, orig: bool = True) -> jax.Array:
+    """Full LRP: the encoder-input relevance summed over hidden units (signed), [CLS] ← 0 (`generate_full_lrp`;
+    orig rules by default). Relevance only: `rules`, `target` unused. Returns (N,)."""
+    check_supported(model.config, "full_lrp")
+    logits, (aux, inter) = _forward(model, params, x, rules)
+    r, _ = relevance(model, params, x, y, logits, aux, inter, orig)
+    return r.sum(-1).at[0].set(0.0)
+
+
+def attn_gradcam(model, params, x, y, rules: Rules, target: Target) -> jax.Array:
+    """Chefer's attention GradCAM on BERT: α_h = mean over all (i, j) of ∂f/∂A_{L−1}[h]; M = (mean_h α_h A_h)⁺
+    (N, N), min-max normalised over the whole matrix; row 0, [CLS] ← 0. NaN (0/0) at every non-[CLS] entry
+    when M is constant (all zero), as the official code returns (kept, not replaced: the caller sees that the
+    map is undefined). Padding takes no part (its entries are 0). Returns (N,)."""
+    check_supported(model.config, "attn_gradcam")
+    _, aux, _, grads = _forward_backward(model, params, x, y, rules, target)
+    real = x.attention_mask > 0
+    # Padding takes no part in the means and the min-max (∂f/∂A is not 0 at padded keys, where A is).
+    pairs = real[:, None] & real[None, :]
+    weights = jnp.where(pairs, grads[-1], 0.0).sum((-2, -1)) / pairs.sum()
+    m = jax.nn.relu((weights[:, None, None] * aux["blocks"][-1]["attn"]).mean(0))
+    lo, hi = jnp.where(pairs, m, jnp.inf).min(), jnp.where(pairs, m, -jnp.inf).max()
+    return jnp.where(real, (m[0] - lo) / (hi - lo), 0.0).at[0].set(0.0)
+
+
+def rawatt(model, params, x, y, rules: Rules, target: Target) -> jax.Array:
+    """Raw attention: mean_h A_{L−1}[h, 0, :], [CLS] ← 0 (`generate_attn_last_layer`). Returns (N,)."""
+    check_supported(model.config, "rawatt")
+    _, aux = model.apply({"params": params}, x, rules)
+    return aux["blocks"][-1]["attn"].mean(0)[0].at[0].set(0.0)
+
+
+def rollout(model, params, x, y, rules: Rules, target: Target, start_layer: int = 0) -> jax.Array:
+    """Attention rollout: row 0 of the row-normalised rollout of mean_h A_l from `start_layer`, [CLS] ← 0
+    (`generate_rollout`). Returns (N,)."""
+    check_supported(model.config, "rollout")
+    _, aux = model.apply({"params": params}, x, rules)
+    row = _rollout([b["attn"].mean(0) for b in aux["blocks"][start_layer:]])
+    return row.at[0].set(0.0)
+
+
+MULTI_PASS = {
+    "transformer_attribution": transformer_attribution,
+    "partial_lrp": partial_lrp,
+    "full_lrp": full_lrp,
+    "attn_gradcam": attn_gradcam,
+    "rawatt": rawatt,
+    "rollout": rollout,
+}
+"""Chefer's BERT methods and baselines as the official BERT code computes them: name → fn(model, params, x, y,
+rules, target, **options), per example."""
