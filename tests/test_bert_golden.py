@@ -37,25 +37,27 @@ ILL_CONDITIONED_F32 = {("tiny", "partial_lrp"): 1e-2}
 F64_ONLY = ("full_lrp", "full_lrp_ours")
 
 
+RULES = PRESETS["vanilla"]
+TARGET = core.target_function(RULES, "logit")  # the official code differentiates the raw logit
+
+
 def _explain_all(model, params, x, y):
-    """Every golden key for one example x and its two targets y (2,), computed as the official calls do."""
-    rules = PRESETS["vanilla"]
-    target = core.target_function(rules, "logit")  # the official code differentiates the raw logit
+    """Every golden key for one example x and its two targets y (2,), read off one record per target."""
+    rec = jax.vmap(lambda t: lrp_text.record(model, params, x, t, RULES, TARGET))(y)
     last = model.config.num_layers - 1
     per_target = {
-        "transformer_attribution_s0": lambda t: lrp_text.transformer_attribution(model, params, x, t, rules, target),
-        "transformer_attribution_slast": lambda t: lrp_text.transformer_attribution(
-            model, params, x, t, rules, target, start_layer=last
-        ),
-        "partial_lrp": lambda t: lrp_text.partial_lrp(model, params, x, t, rules, target),
-        "partial_lrp_ours": lambda t: lrp_text.partial_lrp(model, params, x, t, rules, target, orig=False),
-        "full_lrp": lambda t: lrp_text.full_lrp(model, params, x, t, rules, target),
-        "full_lrp_ours": lambda t: lrp_text.full_lrp(model, params, x, t, rules, target, orig=False),
-        "attn_gradcam": lambda t: lrp_text.attn_gradcam(model, params, x, t, rules, target),
+        "transformer_attribution_s0": lrp_text.read_transformer_attribution,
+        "transformer_attribution_slast": lambda r: lrp_text.read_transformer_attribution(r, start_layer=last),
+        "partial_lrp": lrp_text.read_partial_lrp,
+        "partial_lrp_ours": lambda r: lrp_text.read_partial_lrp(r, "ours"),
+        "full_lrp": lrp_text.read_full_lrp,
+        "full_lrp_ours": lambda r: lrp_text.read_full_lrp(r, "ours"),
+        "attn_gradcam": lrp_text.read_attn_gradcam,
     }
-    out = {k: jax.vmap(fn)(y) for k, fn in per_target.items()}
-    out["rollout"] = lrp_text.rollout(model, params, x, y[0], rules, target)
-    out["attn_last_layer"] = lrp_text.rawatt(model, params, x, y[0], rules, target)
+    out = {k: jax.vmap(fn)(rec) for k, fn in per_target.items()}
+    first = jax.tree.map(lambda a: a[0], rec)
+    out["rollout"] = lrp_text.read_rollout(first)
+    out["attn_last_layer"] = lrp_text.read_rawatt(first)
     out["logits"] = model.apply({"params": params}, x)[0]
     return out
 
@@ -110,3 +112,28 @@ def test_chefer_bert_golden(explained, key):
         got = ours[key][e]
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         assert _relative_error(got, want) <= rtol, (key, e, _relative_error(got, want))
+
+
+def test_public_methods_read_the_record():
+    """Each per-example method (tiny, float32, example 0, target 1) gives the official map."""
+    path = golden_dir("chefer_bert/tiny")
+    model, params = load_text_classifier(path)
+    inputs, golden = np.load(path / "inputs.npz"), np.load(path / "outputs.npz")
+    x = text_inputs(inputs["input_ids_ex0"], inputs["attention_mask_ex0"], inputs["token_type_ids_ex0"])
+    calls = {
+        "transformer_attribution_slast": lambda y: lrp_text.transformer_attribution(
+            model, params, x, y, RULES, TARGET, start_layer=3
+        ),
+        **{name: lambda y, fn=fn: fn(model, params, x, y, RULES, TARGET) for name, fn in lrp_text.MULTI_PASS.items()},
+    }
+    calls["transformer_attribution_s0"] = calls.pop("transformer_attribution")
+    calls["attn_last_layer"] = calls.pop("rawatt")
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(lambda y: {k: fn(y) for k, fn in calls.items()})(jnp.int32(1))
+    for key, got in out.items():
+        want = golden[f"{key}_ex0"]
+        want = want[1] if want.ndim == 2 else want
+        rtol = {"transformer_attribution_s0": 5e-3, "partial_lrp": 1e-2, "full_lrp": 1e-2}.get(key, 1e-4)
+        assert _relative_error(np.asarray(got), want) <= rtol, key
+    with pytest.raises(ValueError, match=r"start_layer must be in \[0, 4\)"):
+        lrp_text.transformer_attribution(model, params, x, 1, RULES, TARGET, start_layer=4)

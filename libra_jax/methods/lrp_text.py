@@ -16,6 +16,9 @@ ViT pass:
     [CLS] to the row minimum; partial LRP, full LRP, raw attention, rollout and GradCAM set [CLS] to 0,
     GradCAM after a min-max over the whole N×N matrix (NaN when that matrix is constant, as officially).
 
+`record` runs the forward, the backward and both relevance passes once; every method is a read-out of it
+(`read_*`), so several maps of one example cost one record.
+
 Relevance seed: one-hot at y (value 1), or y itself when it is a (K,) class-weight vector. The gradient
 ∂f/∂A_l is that of `target` under `rules`; the official code uses the raw logit under plain rules
 (target="logit", rules="vanilla"). Per example: x a `TextInputs` of one sequence (N,), y a class index;
@@ -129,9 +132,31 @@ def relevance(model, params, x, y, logits: jax.Array, aux: dict, inter: dict, or
     return jax.lax.scan(step, r, blocks, reverse=True)
 
 
-def _rollout(mats: list[jax.Array]) -> jax.Array:
-    """Row 0 of aug(M_{last}) ⋯ aug(M_first), aug(M) = (M + I) / rowsum(M + I) (`compute_rollout_attention`)."""
-    eye = jnp.eye(mats[0].shape[-1], dtype=mats[0].dtype)
+def record(model, params, x, y, rules: Rules, target: Target) -> dict:
+    """Everything the methods read, from ONE forward, ONE backward and the two relevance passes.
+
+    Returns {'attn': A (L, H, N, N), 'attn_grad': ∂f/∂A (L, H, N, N), 'mask' (N,), 'ours' and 'orig':
+    (R (N, C) at the encoder input, R_A (L, H, N, N))}. Each method below is a read-out of it: under `jit`,
+    what a method does not read (the backward, a relevance pass) is dead code that XLA removes.
+    """
+    check_supported(model.config, "Chefer's BERT methods")
+    logits, aux, inter, grads = _forward_backward(model, params, x, y, rules, target)
+    return {
+        "attn": jnp.stack([b["attn"] for b in aux["blocks"]]),
+        "attn_grad": jnp.stack(grads),
+        "mask": x.attention_mask > 0,
+        **{name: relevance(model, params, x, y, logits, aux, inter, orig) for name, orig in RULE_SETS.items()},
+    }
+
+
+RULE_SETS = {"ours": False, "orig": True}
+"""The two relevance rule sets: Chefer's method (`layers_ours.py`) and the LRP baselines' (`layers_lrp.py`)."""
+
+
+def _rollout(mats: jax.Array) -> jax.Array:
+    """Row 0 of aug(M_{last}) ⋯ aug(M_first) for mats (L', N, N), aug(M) = (M + I) / rowsum(M + I)
+    (`compute_rollout_attention`)."""
+    eye = jnp.eye(mats.shape[-1], dtype=mats.dtype)
     joint = eye
     for m in mats:
         aug = m + eye
@@ -139,69 +164,85 @@ def _rollout(mats: list[jax.Array]) -> jax.Array:
     return joint[0]
 
 
-def transformer_attribution(model, params, x, y, rules: Rules, target: Target, start_layer: int = 0) -> jax.Array:
-    """Chefer CVPR'21 on BERT: row 0 of the row-normalised rollout of Ā_l = mean_h (∂f/∂A_l ⊙ R_A,l)⁺ from
-    `start_layer` (the demo's 0; the benchmark's default is L−1 = 11 for BERT-base), then [CLS] ← the row
-    minimum (over the real tokens). Returns (N,)."""
-    cfg = model.config
-    check_supported(cfg, "transformer_attribution")
-    if not 0 <= start_layer < cfg.num_layers:
-        raise ValueError(f"start_layer must be in [0, {cfg.num_layers}); got {start_layer}")
-    logits, aux, inter, grads = _forward_backward(model, params, x, y, rules, target)
-    _, r_attn = relevance(model, params, x, y, logits, aux, inter, orig=False)
-    abar = [jax.nn.relu(g * r_attn[layer]).mean(-3) for layer, g in enumerate(grads)]
+def _check_start(rec: dict, start_layer: int) -> None:
+    depth = rec["attn"].shape[0]
+    if not 0 <= start_layer < depth:
+        raise ValueError(f"start_layer must be in [0, {depth}); got {start_layer}")
+
+
+def read_transformer_attribution(rec: dict, start_layer: int = 0) -> jax.Array:
+    """Row 0 of the rollout of Ā_l = mean_h (∂f/∂A_l ⊙ R_A,l)⁺ (ours rules) from `start_layer`; [CLS] ← the
+    minimum over the real tokens."""
+    _check_start(rec, start_layer)
+    abar = jax.nn.relu(rec["attn_grad"] * rec["ours"][1]).mean(-3)
     row = _rollout(abar[start_layer:])
-    return row.at[0].set(jnp.where(x.attention_mask > 0, row, jnp.inf).min())  # the minimum over real tokens
+    return row.at[0].set(jnp.where(rec["mask"], row, jnp.inf).min())
 
 
-def partial_lrp(model, params, x, y, rules: Rules, target: Target, orig: bool = True) -> jax.Array:
-    """Partial LRP: row 0 of mean_h (R_A)⁺ of the last block, [CLS] ← 0 (`generate_LRP_last_layer`; orig rules
-    as the benchmark runs it, `orig=False` the ours model). Relevance only: `rules`, `target` unused. (N,)."""
-    check_supported(model.config, "partial_lrp")
-    logits, (aux, inter) = _forward(model, params, x, rules)
-    _, r_attn = relevance(model, params, x, y, logits, aux, inter, orig)
-    return jax.nn.relu(r_attn[-1]).mean(-3)[0].at[0].set(0.0)
+def read_partial_lrp(rec: dict, rule_set: str = "orig") -> jax.Array:
+    """Row 0 of mean_h (R_A)⁺ of the last block; [CLS] ← 0."""
+    return jax.nn.relu(rec[rule_set][1][-1]).mean(-3)[0].at[0].set(0.0)
 
 
-def full_lrp(model, params, x, y, rules: Rules, target: Target, orig: bool = True) -> jax.Array:
-    """Full LRP: the encoder-input relevance summed over hidden units (signed), [CLS] ← 0 (`generate_full_lrp`;
-    orig rules by default). Relevance only: `rules`, `target` unused. Returns (N,)."""
-    check_supported(model.config, "full_lrp")
-    logits, (aux, inter) = _forward(model, params, x, rules)
-    r, _ = relevance(model, params, x, y, logits, aux, inter, orig)
-    return r.sum(-1).at[0].set(0.0)
+def read_full_lrp(rec: dict, rule_set: str = "orig") -> jax.Array:
+    """The encoder-input relevance summed over hidden units (signed); [CLS] ← 0."""
+    return rec[rule_set][0].sum(-1).at[0].set(0.0)
 
 
-def attn_gradcam(model, params, x, y, rules: Rules, target: Target) -> jax.Array:
-    """Chefer's attention GradCAM on BERT: α_h = mean over all (i, j) of ∂f/∂A_{L−1}[h]; M = (mean_h α_h A_h)⁺
-    (N, N), min-max normalised over the whole matrix; row 0, [CLS] ← 0. NaN (0/0) at every non-[CLS] entry
-    when M is constant (all zero), as the official code returns (kept, not replaced: the caller sees that the
-    map is undefined). Padding takes no part (its entries are 0). Returns (N,)."""
-    check_supported(model.config, "attn_gradcam")
-    _, aux, _, grads = _forward_backward(model, params, x, y, rules, target)
-    real = x.attention_mask > 0
-    # Padding takes no part in the means and the min-max (∂f/∂A is not 0 at padded keys, where A is).
+def read_attn_gradcam(rec: dict) -> jax.Array:
+    """α_h = mean over all (i, j) of ∂f/∂A_{L−1}[h]; M = (mean_h α_h A_h)⁺ min-max normalised over the whole
+    matrix; row 0, [CLS] ← 0. Padding takes no part (∂f/∂A is not 0 at padded keys, where A is)."""
+    real = rec["mask"]
     pairs = real[:, None] & real[None, :]
-    weights = jnp.where(pairs, grads[-1], 0.0).sum((-2, -1)) / pairs.sum()
-    m = jax.nn.relu((weights[:, None, None] * aux["blocks"][-1]["attn"]).mean(0))
+    weights = jnp.where(pairs, rec["attn_grad"][-1], 0.0).sum((-2, -1)) / pairs.sum()
+    m = jax.nn.relu((weights[:, None, None] * rec["attn"][-1]).mean(0))
     lo, hi = jnp.where(pairs, m, jnp.inf).min(), jnp.where(pairs, m, -jnp.inf).max()
     return jnp.where(real, (m[0] - lo) / (hi - lo), 0.0).at[0].set(0.0)
 
 
+def read_rawatt(rec: dict) -> jax.Array:
+    """mean_h A_{L−1}[h, 0, :]; [CLS] ← 0."""
+    return rec["attn"][-1].mean(0)[0].at[0].set(0.0)
+
+
+def read_rollout(rec: dict, start_layer: int = 0) -> jax.Array:
+    """Row 0 of the rollout of mean_h A_l from `start_layer`; [CLS] ← 0."""
+    _check_start(rec, start_layer)
+    return _rollout(rec["attn"][start_layer:].mean(-3)).at[0].set(0.0)
+
+
+def transformer_attribution(model, params, x, y, rules: Rules, target: Target, start_layer: int = 0) -> jax.Array:
+    """Chefer CVPR'21 on BERT (`generate_LRP`): see `read_transformer_attribution`. start_layer: the demo's 0;
+    the benchmark's default is 11 (L − 1 for BERT-base). Returns (N,)."""
+    return read_transformer_attribution(record(model, params, x, y, rules, target), start_layer)
+
+
+def partial_lrp(model, params, x, y, rules: Rules, target: Target, rule_set: str = "orig") -> jax.Array:
+    """Partial LRP (`generate_LRP_last_layer`), orig rules as the benchmark runs it ('ours': Chefer's model).
+    Relevance only: `rules` and `target` do not change it. Returns (N,)."""
+    return read_partial_lrp(record(model, params, x, y, rules, target), rule_set)
+
+
+def full_lrp(model, params, x, y, rules: Rules, target: Target, rule_set: str = "orig") -> jax.Array:
+    """Full LRP at the encoder input (`generate_full_lrp`), orig rules by default. Relevance only. Returns (N,)."""
+    return read_full_lrp(record(model, params, x, y, rules, target), rule_set)
+
+
+def attn_gradcam(model, params, x, y, rules: Rules, target: Target) -> jax.Array:
+    """Chefer's attention GradCAM (`generate_attn_gradcam`): see `read_attn_gradcam`. NaN (0/0) at every
+    non-[CLS] entry when M is constant (all zero), as the official code returns: kept, so the caller sees the
+    map is undefined. Returns (N,)."""
+    return read_attn_gradcam(record(model, params, x, y, rules, target))
+
+
 def rawatt(model, params, x, y, rules: Rules, target: Target) -> jax.Array:
-    """Raw attention: mean_h A_{L−1}[h, 0, :], [CLS] ← 0 (`generate_attn_last_layer`). Returns (N,)."""
-    check_supported(model.config, "rawatt")
-    _, aux = model.apply({"params": params}, x, rules)
-    return aux["blocks"][-1]["attn"].mean(0)[0].at[0].set(0.0)
+    """Raw attention of the last block (`generate_attn_last_layer`). Returns (N,)."""
+    return read_rawatt(record(model, params, x, y, rules, target))
 
 
 def rollout(model, params, x, y, rules: Rules, target: Target, start_layer: int = 0) -> jax.Array:
-    """Attention rollout: row 0 of the row-normalised rollout of mean_h A_l from `start_layer`, [CLS] ← 0
-    (`generate_rollout`). Returns (N,)."""
-    check_supported(model.config, "rollout")
-    _, aux = model.apply({"params": params}, x, rules)
-    row = _rollout([b["attn"].mean(0) for b in aux["blocks"][start_layer:]])
-    return row.at[0].set(0.0)
+    """Attention rollout (`generate_rollout`), row-normalised. Returns (N,)."""
+    return read_rollout(record(model, params, x, y, rules, target), start_layer)
 
 
 MULTI_PASS = {
