@@ -5,11 +5,12 @@
     model, params = load_text_classifier("path/to/saved_model")                        # save_pretrained folder
     model, params = load_text_classifier("weights.safetensors", config="config.json")
 
-The checkpoint's `config.json` (`model_type`) picks the family. Weights come from `model.safetensors`
-(read without torch) or `pytorch_model.bin` (`torch.load(weights_only=True)`). HF keys are renamed by a
-table (`KEY_TABLES`), the separate q/k/v projections fused, and the result mapped onto the params with
-the strict, diffing `timm_to_params` (missing / unexpected / misshapen keys raise
-`CheckpointMismatchError`, naming every one).
+The checkpoint's `config.json` (`model_type`) picks the family. DistilBERT's sinusoidal positions
+(`sinusoidal_pos_embds`) are stored in its position table like learned ones, so both load the same way.
+Weights come from `model.safetensors` (read without torch) or `pytorch_model.bin`
+(`torch.load(weights_only=True)`). HF keys are renamed by a table (`KEY_TABLES`), the separate q/k/v
+projections fused, and the result mapped onto the params with the strict, diffing `timm_to_params`
+(missing / unexpected / misshapen keys raise `CheckpointMismatchError`, naming every one).
 """
 
 from __future__ import annotations
