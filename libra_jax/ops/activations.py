@@ -2,6 +2,9 @@
 
 Under rule "detach" the backward is ∂y/∂x = gate(x) (for GELU the exact Φ(x)); the forward
 is always the original op, computed once. Rule "plain" is the op itself with JAX's own AD.
+tanh (BERT pooler, RoBERTa head, logit soft-capping) is x·(tanh(x)/x), so under "detach" it is
+linear for the backward and FullGrad stays complete (SPEC §7); ReLU's gate is the step, whose
+"detach" backward equals its plain one.
 """
 
 from __future__ import annotations
@@ -21,11 +24,20 @@ def _quick_gelu(x):
     return x * jax.nn.sigmoid(1.702 * x)
 
 
+def _tanh_gate(x):
+    """tanh(x)/x, continued by its Taylor series 1 − x²/3 near 0 (error ~x⁴, below float64 ulp there)."""
+    small = jnp.abs(x) < 1e-4
+    safe = jnp.where(small, 1.0, x)
+    return jnp.where(small, 1.0 - x * x / 3.0, jnp.tanh(safe) / safe)
+
+
 PLAIN = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
     "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
     "quick_gelu": _quick_gelu,
     "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
 }
 """The forward ops, by timm activation name (GELU is the exact erf form, as timm's nn.GELU)."""
 
@@ -34,6 +46,8 @@ GATES = {
     "gelu_tanh": lambda x: 0.5 * (1.0 + jnp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
     "quick_gelu": lambda x: jax.nn.sigmoid(1.702 * x),
     "silu": jax.nn.sigmoid,
+    "tanh": _tanh_gate,
+    "relu": lambda x: (x > 0).astype(x.dtype),
 }
 """gate(x) such that op(x) = x·gate(x)."""
 
@@ -55,7 +69,7 @@ _gate_constant.defvjp(_gate_constant_fwd, _gate_constant_bwd)
 
 
 def activation(x: jax.Array, kind: str, rule: ActivationRule = "plain") -> jax.Array:
-    """Apply the activation `kind` ("gelu", "gelu_tanh", "quick_gelu", "silu") elementwise.
+    """Apply the activation `kind` ("gelu", "gelu_tanh", "quick_gelu", "silu", "tanh", "relu") elementwise.
 
     Args:
       x: any shape.
