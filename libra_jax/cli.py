@@ -27,11 +27,12 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from libra_jax import demo, evaluate, hub, image_text, registry, train, viz
+from libra_jax import demo, evaluate, image_text, train, viz
 from libra_jax.data.sources import open_source
 from libra_jax.preprocess import preprocess
 from libra_jax.rules import PRESETS
 from libra_jax.run import RunOptions, distributed, run_dataset, step
+from libra_jax.weights import hub, registry
 from libra_jax.weights.loading import load
 
 

@@ -16,11 +16,11 @@ import pytest
 from test_loading import make_hub_cache
 
 from libra_jax import ops
-from libra_jax.checkpoint import CheckpointMismatchError
 from libra_jax.methods import core, maps
 from libra_jax.ops import reference
 from libra_jax.rules import PRESETS
 from libra_jax.text import check_text_inputs, load_text_classifier, load_text_tokenizer, text_inputs
+from libra_jax.weights.keymap import CheckpointMismatchError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import golden_dir
+from golden import golden_dir
 
 from libra_jax.methods import core, lrp_text
 from libra_jax.rules import PRESETS
