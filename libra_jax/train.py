@@ -3,7 +3,7 @@
     from libra_jax.train import train
     result = train("vit", seed=0, out="libra_jax/assets/synthetic_vit.safetensors")
 
-    libra-jax train --model swiglu --out synthetic_swiglu.safetensors --seed 0 [--steps N]
+    libra-jax train --model swiglu --out synthetic_swiglu.safetensors --seed 0 [--steps N]   (libra_jax/cli/train.py)
 
 Two models of the timm ViT family, sized so that two CPU cores train each in about ten minutes:
 'vit' (class token, GELU MLP) and 'swiglu' (timm `SwiGLUPacked` gated MLP with SiLU, average
@@ -14,7 +14,6 @@ test accuracy is measured on the first `test_images` examples of the disjoint 't
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -299,18 +298,3 @@ def train(
         path = save_checkpoint(out, model, params, source=json.dumps(record))
         log(f"saved {path}")
     return {"test_accuracy": accuracy, "seconds": seconds, "steps": recipe.steps}
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `libra-jax train`."""
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="architecture to train")
-    parser.add_argument("--out", required=True, help="output checkpoint (libra-jax .safetensors)")
-    parser.add_argument("--seed", type=int, default=0, help="parameter-init seed (default 0)")
-    parser.add_argument("--steps", type=int, help=f"training steps (default {Recipe.steps})")
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """`libra-jax train`: train, save, and print the result as JSON; returns the exit code."""
-    result = train(args.model, seed=args.seed, steps=args.steps, out=args.out)
-    print(json.dumps(result))
-    return 0
