@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import safetensors
 
+from libra_jax.cli import train as train_command
 from libra_jax.data import SPLITS, BenchmarkConfig, make_single
 from libra_jax.loading import load
 from libra_jax.models import VisionTransformer, ViTConfig
@@ -19,7 +20,6 @@ from libra_jax.serialization import read_libra_checkpoint, save_checkpoint
 from libra_jax.train import (
     MODEL_NAMES,
     Recipe,
-    add_train_arguments,
     asset_path,
     batches,
     data_config,
@@ -99,7 +99,7 @@ def test_model_configs():
 
 def test_cli_arguments():
     parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
+    train_command.add_arguments(parser)
     args = parser.parse_args(["--model", "swiglu", "--out", "m.safetensors", "--steps", "10"])
     assert (args.model, args.out, args.seed, args.steps) == ("swiglu", "m.safetensors", 0, 10)
     with pytest.raises(SystemExit):

@@ -45,10 +45,10 @@ def predict_and_attribute(model, methods: MethodTable, target_for: Callable[[str
     lead = next((p for p, ms in wanted.items() if set(ms) & set(maps.SINGLE_PASS)), next(iter(wanted)))
     single = [m for m in wanted[lead] if m in maps.SINGLE_PASS]
 
-    def build(preset: str, methods: list[str], *, output: bool = False, top1: bool = False) -> Callable:
+    def build(preset: str, names: list[str], *, output: bool = False, top1: bool = False) -> Callable:
         target = None if target_for is None else target_for(preset)
         target = _top1(target_function(get_rules(preset), target)) if top1 else target
-        return attribution(model, methods, preset, target, return_logits=output, check_inputs=False)
+        return attribution(model, names, preset, target, return_logits=output, check_inputs=False)
 
     # y given: one pass per preset, the lead's forward gives the output
     given = {p: build(p, ms, output=p == lead) for p, ms in wanted.items()}
