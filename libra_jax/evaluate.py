@@ -126,8 +126,12 @@ def evaluate(
     by_preset: dict[str, list[str]] = {}
     for m, p in acc:
         by_preset.setdefault(p, []).append(m)
-    opts = method_options or {}
-    explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts)) for p, methods in by_preset.items()}
+    # IG's `steps` only for the presets that run IG (attribution refuses options no method of the call takes)
+    opts = {
+        p: {k: v for k, v in (method_options or {}).items() if k != "steps" or "ig" in methods}
+        for p, methods in by_preset.items()
+    }
+    explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts[p])) for p, methods in by_preset.items()}
     explain_logit = {
         p: jax.jit(
             api.attribution(
@@ -135,7 +139,7 @@ def evaluate(
                 methods,
                 rules=get_rules(p, target="logit"),
                 return_tokens=True,
-                **opts | ({"unassigned_bias": True} if "fullgrad" in methods else {}),  # Mixers' token-MLP biases
+                **opts[p] | ({"unassigned_bias": True} if "fullgrad" in methods else {}),  # Mixers' token-MLP biases
             )
         )
         for p, methods in by_preset.items()
