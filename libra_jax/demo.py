@@ -1,22 +1,24 @@
-"""`libra-jax demo`: the main job on the embedded default model, offline, in a few minutes on 2 cores.
+"""The main job on an embedded default model, offline, in a few minutes on 2 cores (`libra-jax demo`).
+
+    from libra_jax.demo import DemoOptions, demo
+    grid, evaluation = demo(model, params, benchmark, DemoOptions(n=100))
 
 Explains a few synthetic benchmark images with several methods, vanilla and LibraGrad side by
-side, writes a PNG grid (image, ground-truth mask, one map per method × preset), and prints the
-evaluation table (faithfulness, segmentation, class discrimination, completeness) for a small n.
+side, as a PNG grid (image, ground-truth mask, one map per method × preset), and evaluates them
+(faithfulness, segmentation, class discrimination, completeness) on a small n.
 """
 
 from __future__ import annotations
 
-import argparse
-import pathlib
-import sys
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from libra_jax import evaluate, viz
+from libra_jax import viz
 from libra_jax.data import synthetic
+from libra_jax.evaluate import EvaluateOptions, Evaluation, evaluate_data, supported_methods
 from libra_jax.methods import api
 from libra_jax.preprocess import normalise
 
@@ -24,11 +26,16 @@ DEMO_METHODS = ("ixg", "fullgrad", "fullgrad_plus", "gradcam", "genatt")
 DEMO_PRESETS = ("vanilla", "libra")
 
 
-def add_demo_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="synthetic_vit", choices=evaluate.EMBEDDED, help="embedded model to explain")
-    p.add_argument("--images", type=int, default=4, help="images in the PNG grid")
-    p.add_argument("--n", type=int, default=200, help="images (and two-object images) in the metrics table")
-    p.add_argument("--out", default="outputs/demo", help="output folder (grid.png, results.*)")
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    """images: rows of the PNG grid; n: images (and two-object images) of the evaluation."""
+
+    images: int = 4
+    n: int = 200
+
+    def __post_init__(self):
+        if self.images <= 0 or self.n <= 0:
+            raise ValueError(f"images and n must be positive; got {self.images}, {self.n}")
 
 
 def explanation_grid(model, params, data: dict, methods, presets, names) -> np.ndarray:
@@ -56,30 +63,17 @@ def _enlarge(panel: np.ndarray, size: int = 128) -> np.ndarray:
     return np.repeat(np.repeat(panel, reps, axis=0), reps, axis=1)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    model, params, bench = evaluate.load_model(args.model)
-    bench = bench or synthetic.BenchmarkConfig()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    names = synthetic.class_names(bench)
-    data = synthetic.make_split(bench, "test", args.images)
-    methods = evaluate.supported_methods(model, DEMO_METHODS)
-    viz.save_png(out / "grid.png", explanation_grid(model, params, data, methods, DEMO_PRESETS, names))
-    print(f"wrote {out / 'grid.png'}", file=sys.stderr)
-    batch = min(100, args.n)
-    results, curves = evaluate.evaluate(
-        model,
-        params,
-        methods,
-        DEMO_PRESETS,
-        lambda: evaluate.benchmark_batches(bench, "test", args.n, batch),
-        args.n,
-        pair_batches=lambda: evaluate.benchmark_batches(bench, "pairs", args.n, batch),
-        n_pairs=args.n,
-    )
-    print(f"\n{args.model} on {args.n} synthetic test images (+{args.n} two-object images):\n")
-    print(evaluate.format_table(results))
-    meta = {"model": args.model, "data": "benchmark", "n": args.n, "methods": methods, "presets": list(DEMO_PRESETS)}
-    for path in evaluate.write_results(out, results, curves, meta, plot=True).values():
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+def demo(
+    model, params, benchmark: synthetic.BenchmarkConfig | None = None, options: DemoOptions = DemoOptions()
+) -> tuple[np.ndarray, Evaluation]:
+    """(uint8 explanation grid (H, W, 3), evaluation of every demo method × preset) for a benchmark model.
+
+    benchmark: the one the model was trained on (default `BenchmarkConfig()`, the embedded models').
+    """
+    bench = benchmark or synthetic.BenchmarkConfig()
+    data = synthetic.make_split(bench, "test", options.images)
+    methods = supported_methods(model, DEMO_METHODS)
+    grid = explanation_grid(model, params, data, methods, DEMO_PRESETS, synthetic.class_names(bench))
+    rows = [(m, p) for m in methods for p in DEMO_PRESETS]
+    evaluation = evaluate_data(model, params, rows, "benchmark", EvaluateOptions(options.n, min(100, options.n)), bench)
+    return grid, evaluation

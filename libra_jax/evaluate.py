@@ -1,5 +1,10 @@
-"""`libra-jax evaluate`: method × preset tables of faithfulness, segmentation, class
-discrimination and completeness, on the synthetic benchmark or a real dataset.
+"""Method × preset evaluation: faithfulness, segmentation, class discrimination and completeness, on
+the synthetic benchmark or a real dataset (`libra-jax evaluate`; tables and files: `libra_jax.report`).
+
+    from libra_jax.evaluate import EvaluateOptions, evaluate_data
+    result = evaluate_data(model, params, [("fullgrad", "vanilla"), ("fullgrad", "libra")], "benchmark",
+                           EvaluateOptions(n=200))
+    result.results[("fullgrad", "libra")]["completeness_error"]
 
 Per batch and preset, every requested method comes out of one multi-method attribution call
 (one forward + one backward for the single-pass methods); completeness reuses the same methods
@@ -9,14 +14,8 @@ objects of a two-object image with one forward (multi-target).
 
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
-import io
-import json
 import math
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import jax
@@ -24,11 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from libra_jax.data import synthetic
+from libra_jax.data.imagenet import open_dataset
 from libra_jax.methods import api
 from libra_jax.metrics import faithfulness, segmentation
 from libra_jax.preprocess import normalise
 from libra_jax.rules import get_rules
-from libra_jax.weights import embedded
+from libra_jax.run.progress import Progress
 
 COLUMNS = (
     ("mif", "MIF ↓"),
@@ -58,28 +58,6 @@ def benchmark_batches(config: synthetic.BenchmarkConfig, split: str, n: int, bat
     for start in range(0, n, batch_size):
         data = synthetic.make_split(config, split, min(batch_size, n - start), start)
         yield Batch(data["images"], data["labels"], data["masks"])
-
-
-class Progress:
-    """A one-line text progress bar on stderr (images/s, ETA); the first batch (compile) is not timed."""
-
-    def __init__(self, total: int, label: str, stream=sys.stderr):
-        self.total, self.label, self.stream = total, label, stream
-        self.done, self.timed, self.start = 0, 0, None
-
-    def update(self, n: int) -> None:
-        if self.start is None:
-            self.start = time.perf_counter()  # after the first (compiling) batch
-        else:
-            self.timed += n
-        self.done += n
-        rate = self.timed / max(time.perf_counter() - self.start, 1e-9) if self.timed else 0.0
-        speed = f"{rate:.1f} img/s ETA {(self.total - self.done) / rate:.0f}s" if rate else "(compiling)"
-        bar = "#" * int(30 * self.done / max(self.total, 1))
-        self.stream.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {speed}   ")
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
 
 
 def supported_methods(model, methods: Sequence[str]) -> list[str]:
@@ -128,8 +106,7 @@ def _pixel_maps(patch_maps: jax.Array, size: tuple[int, int], mode: str) -> jax.
 def evaluate(
     model,
     params,
-    methods: Sequence[str],
-    presets: Sequence[str],
+    rows: Sequence[tuple[str, str]],
     batches: Callable[[], Iterator[Batch]],
     n: int,
     pair_batches: Callable[[], Iterator[Batch]] | None = None,
@@ -137,7 +114,7 @@ def evaluate(
     progress: bool = True,
     method_options: dict | None = None,
 ) -> tuple[dict, dict]:
-    """Evaluate methods × presets.
+    """Evaluate (method, preset) rows (methods the model's architecture lacks are left out).
 
     Returns ({(method, preset): {column: value}}, {(method, preset): merged deletion curves}).
 
@@ -145,16 +122,27 @@ def evaluate(
     masks None → no segmentation columns); `pair_batches()` yields two-object batches with
     labels (B, 2) and masks (B, 2, H, W) for class discrimination.
     """
-    methods = supported_methods(model, methods)
-    opts = method_options or {}
-    acc = {(m, p): _RowAccumulator() for m in methods for p in presets}
-    explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts)) for p in presets}
-    logit_opts = opts | ({"unassigned_bias": True} if "fullgrad" in methods else {})  # Mixers' token-MLP biases
+    acc = {(m, p): _RowAccumulator() for m, p in rows if api.supports(model, m)}  # table rows in the given order
+    by_preset: dict[str, list[str]] = {}
+    for m, p in acc:
+        by_preset.setdefault(p, []).append(m)
+    # IG's `steps` only for the presets that run IG (attribution refuses options no method of the call takes)
+    opts = {
+        p: {k: v for k, v in (method_options or {}).items() if k != "steps" or "ig" in methods}
+        for p, methods in by_preset.items()
+    }
+    explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts[p])) for p, methods in by_preset.items()}
     explain_logit = {
         p: jax.jit(
-            api.attribution(model, methods, rules=get_rules(p, target="logit"), return_tokens=True, **logit_opts)
+            api.attribution(
+                model,
+                methods,
+                rules=get_rules(p, target="logit"),
+                return_tokens=True,
+                **opts[p] | ({"unassigned_bias": True} if "fullgrad" in methods else {}),  # Mixers' token-MLP biases
+            )
         )
-        for p in presets
+        for p, methods in by_preset.items()
     }
     forward = jax.jit(lambda prm, x: model.apply({"params": prm}, x)[0])
     bar = Progress(n, "evaluate") if progress else None
@@ -164,7 +152,7 @@ def evaluate(
         top1 = jnp.argmax(logits, -1)
         labels = top1 if batch.labels is None else jnp.asarray(batch.labels)
         size = batch.images.shape[1:3]
-        for p in presets:
+        for p, methods in by_preset.items():
             out = explain[p](params, x, labels)
             logit_maps = explain_logit[p](params, x, top1)
             f = logits[jnp.arange(len(top1)), top1]
@@ -186,7 +174,7 @@ def evaluate(
             x = jnp.asarray(normalise(batch.images, model.data_config))
             size = batch.images.shape[1:3]
             masks = jnp.asarray(batch.masks)
-            for p in presets:
+            for p, methods in by_preset.items():
                 out = explain[p](params, x, jnp.asarray(batch.labels))  # (B, 2, gh, gw): one forward, two targets
                 for m in methods:
                     for obj in range(2):
@@ -199,189 +187,95 @@ def evaluate(
     return {key: row.row() for key, row in acc.items()}, {key: row.deletion.curves() for key, row in acc.items()}
 
 
-def format_table(results: dict[tuple[str, str], dict[str, float]], fmt: str = "markdown") -> str:
-    """Markdown or CSV table: one row per (method, preset), the columns of `COLUMNS` present."""
-    present = [(k, title) for k, title in COLUMNS if any(not math.isnan(r[k]) for r in results.values())]
-    rows = [[m, p] + [r[k] for k, _ in present] for (m, p), r in results.items()]
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["method", "preset"] + [k for k, _ in present])
-        writer.writerows(rows)
-        return buf.getvalue()
-    head = "| method | preset | " + " | ".join(t for _, t in present) + " |"
-    sep = "|---|---|" + "---:|" * len(present)
+@dataclasses.dataclass(frozen=True)
+class EvaluateOptions:
+    """Settings of `evaluate_data`.
 
-    def cell(v):
-        if not isinstance(v, float):
-            return str(v)
-        if math.isnan(v):
-            return "–"
-        return f"{v:.2e}" if 0 < abs(v) < 1e-2 else f"{v:.2f}"
+    Attributes:
+      n: images evaluated (on the benchmark: also the number of two-object images).
+      batch_size: images per batch.
+      steps: IG steps (None: IG's default).
+      class_map: imagenet-s data: ImageNet-S id → ImageNet-1k index JSON file (see libra_jax.data.imagenet).
+      progress: print a progress bar on stderr.
+    """
 
-    return "\n".join([head, sep] + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+    n: int = 1000
+    batch_size: int = 100
+    steps: int | None = None
+    class_map: str | None = None
+    progress: bool = True
 
-
-def plot_curves(curves: dict[tuple[str, str], dict[str, np.ndarray]], path, ratios=faithfulness.RATIOS) -> None:
-    """MIF (solid) and LIF (dashed) accuracy curves of every row as one PNG (PIL only)."""
-    from PIL import Image, ImageDraw
-
-    from libra_jax import viz
-
-    w, h, pad = 900, 520, 50
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([pad, pad, w - 260, h - pad], outline="black")
-    palette = viz.colormap("sequential", max(len(curves), 2) + 2)[1:-1]
-
-    def xy(r, acc):
-        return pad + (r - ratios[0]) / (ratios[-1] - ratios[0]) * (w - 260 - pad), h - pad - acc * (h - 2 * pad)
-
-    for i, ((m, p), c) in enumerate(sorted(curves.items())):
-        colour = tuple(int(v) for v in palette[i])
-        for variant, dash in (("mif", False), ("lif", True)):
-            pts = [xy(r, a) for r, a in zip(ratios, c[f"{variant}_correct"].mean(1), strict=True)]
-            for j, (a, b) in enumerate(zip(pts[:-1], pts[1:], strict=True)):
-                if not dash or j % 2 == 0:
-                    draw.line([a, b], fill=colour, width=2)
-        draw.text((w - 250, pad + 14 * i), f"{m} / {p}", fill=colour)
-    draw.text((pad, h - pad + 8), "ratio r (MIF: most relevant removed, solid; LIF: top kept, dashed)", fill="black")
-    draw.text((pad, pad - 16), "accuracy", fill="black")
-    viz.save_png(path, np.asarray(img))
+    def __post_init__(self):
+        if self.n <= 0 or self.batch_size <= 0:
+            raise ValueError(
+                f"the number of images and the batch size must be positive; got {self.n}, {self.batch_size}"
+            )
 
 
-def write_results(out_dir, results, curves, meta: dict, plot: bool) -> dict[str, str]:
-    """Write results.md, results.csv, results.json (and curves.png) atomically into out_dir."""
-    import pathlib
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate_data` measured: rows {(method, preset): {column: value}}, their deletion curves, and the
+    images of a real dataset that could not be read [(path, reason)]."""
 
-    from libra_jax import viz
-
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md = format_table(results)
-    files = {
-        "results.md": f"{md}\n\n{json.dumps(meta)}\n",
-        "results.csv": format_table(results, "csv"),
-        "results.json": json.dumps(
-            {"meta": meta, "rows": [{"method": m, "preset": p, **r} for (m, p), r in results.items()]}, indent=1
-        ),
-    }
-    for name, text in files.items():
-        viz.write_atomic(out / name, text.encode())
-    if plot:
-        plot_curves(curves, out / "curves.png")
-    return {name: str(out / name) for name in (*files, *(["curves.png"] if plot else []))}
+    results: dict[tuple[str, str], dict[str, float]]
+    curves: dict[tuple[str, str], dict[str, np.ndarray]]
+    skipped: list[tuple[str, str]]
 
 
-EMBEDDED = embedded.names()
-"""Names of the embedded default models (`libra_jax.weights.embedded`)."""
+def evaluate_data(
+    model,
+    params,
+    rows: Sequence[tuple[str, str]],
+    data: str = "benchmark",
+    options: EvaluateOptions = EvaluateOptions(),
+    benchmark: synthetic.BenchmarkConfig | None = None,
+) -> Evaluation:
+    """Evaluate (method, preset) rows on `data`.
 
-DEFAULT_METHODS = (
-    "ixg",
-    "fullgrad",
-    "fullgrad_plus",
-    "hirescam",
-    "gradcam",
-    "xgradcam_plus",
-    "ig",
-    "genatt",
-    "rollout",
-)
-
-
-def model_path(name: str) -> str:
-    """An embedded model's name → its shipped checkpoint file; any other name unchanged."""
-    return str(embedded.path(name)) if name in EMBEDDED else name
-
-
-def load_model(name: str, checkpoint: str | None = None):
-    """(model, params, benchmark config or None): embedded names resolve to the shipped checkpoints."""
-    from libra_jax.weights.formats import is_libra_checkpoint, read_libra_checkpoint
-    from libra_jax.weights.loading import load
-
-    path = model_path(name)
-    model, params = load(path, checkpoint)
-    bench = None
-    if checkpoint is None and is_libra_checkpoint(path):
-        try:
-            record = json.loads(read_libra_checkpoint(path).source)
-        except (json.JSONDecodeError, TypeError):
-            record = None
-        if isinstance(record, dict) and "benchmark" in record:
-            bench = synthetic.BenchmarkConfig(**record["benchmark"])
-    return model, params, bench
-
-
-def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="synthetic_vit", help=f"timm name, checkpoint path, or {' / '.join(EMBEDDED)}")
-    p.add_argument("--checkpoint", default=None, help="weights file for a named architecture")
-    p.add_argument(
-        "--data",
-        default="benchmark",
-        help="benchmark (synthetic test split + two-object pairs), imagenet:PATH, imagenet-s:PATH, imagenet-seg:PATH",
-    )
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names")
-    p.add_argument("--presets", default="vanilla,libra", help="comma-separated rule presets")
-    p.add_argument("--n", type=int, default=1000, help="number of images (and of two-object images on the benchmark)")
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--steps", type=int, default=None, help="IG steps (default 50)")
-    p.add_argument("--out", default="outputs/evaluate", help="folder for results.md / .csv / .json (and curves.png)")
-    p.add_argument("--plot", action="store_true", help="also write the deletion curves as curves.png")
-    p.add_argument(
-        "--class-map",
-        default=None,
-        help="imagenet-s: ImageNet-S id → ImageNet-1k index, as a JSON file {id: index} (see libra_jax.data.imagenet)",
-    )
-
-
-def run_evaluate(args: argparse.Namespace, error: Callable[[str], Exception] = ValueError) -> int:
-    """Run `libra-jax evaluate`; user mistakes raise `error(message)`."""
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    for m in methods:
-        if m not in api.METHODS:
-            raise error(f"unknown method {m!r}; known: {', '.join(sorted(api.METHODS))}")
-    for p in presets:
-        get_rules(p)
-    if args.n <= 0 or args.batch <= 0:
-        raise error("--n and --batch must be positive")
-    model, params, bench = load_model(args.model, args.checkpoint)
-    options = {"steps": args.steps} if args.steps and "ig" in methods else {}
-    if args.data == "benchmark":
-        cfg = bench or synthetic.BenchmarkConfig(
+    Args:
+      model, params: a libra-jax classifier and its weights.
+      rows: (method, preset) pairs, e.g. the values of `libra_jax.methods.names.resolve_methods`.
+      data: 'benchmark' (the synthetic test split, plus as many two-object 'pairs' images for class
+        discrimination), or a dataset of `libra_jax.data.imagenet.open_dataset` ('imagenet:PATH',
+        'imagenet-s:PATH', 'imagenet-seg:PATH').
+      options: image count, batch size, IG steps, progress bar.
+      benchmark: the benchmark the model was trained on (default: `BenchmarkConfig` at the model's
+        input size and class count).
+    Raises:
+      ValueError: an unknown method or data source, or a benchmark whose image size is not the model's.
+    """
+    for method, preset in rows:
+        if method not in api.METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(api.METHODS))}")
+        get_rules(preset)
+    methods = {m for m, _ in rows}
+    kw = {"method_options": {"steps": options.steps} if options.steps and "ig" in methods else {}}
+    kw["progress"] = options.progress
+    if data == "benchmark":
+        cfg = benchmark or synthetic.BenchmarkConfig(
             image_size=model.config.img_size[0], num_classes=model.config.num_classes
         )
         if (cfg.image_size, cfg.image_size) != model.config.img_size:
-            raise error(f"the benchmark makes {cfg.image_size}px images; the model takes {model.config.img_size}")
+            raise ValueError(f"the benchmark makes {cfg.image_size}px images; the model takes {model.config.img_size}")
+        n, b = options.n, options.batch_size
         results, curves = evaluate(
             model,
             params,
-            methods,
-            presets,
-            lambda: benchmark_batches(cfg, "test", args.n, args.batch),
-            args.n,
-            pair_batches=lambda: benchmark_batches(cfg, "pairs", args.n, args.batch),
-            n_pairs=args.n,
-            method_options=options,
+            rows,
+            lambda: benchmark_batches(cfg, "test", n, b),
+            n,
+            pair_batches=lambda: benchmark_batches(cfg, "pairs", n, b),
+            n_pairs=n,
+            **kw,
         )
-    else:
-        from libra_jax.data.imagenet import open_dataset
+        return Evaluation(results, curves, [])
+    class_map = {"class_map": options.class_map} if options.class_map and data.startswith("imagenet-s:") else {}
+    dataset = open_dataset(data, model.data_config, **class_map)
+    n = min(options.n, len(dataset))
 
-        kwargs = {"class_map": args.class_map} if args.class_map and args.data.startswith("imagenet-s:") else {}
-        dataset = open_dataset(args.data, model.data_config, **kwargs)
-        n = min(args.n, len(dataset))
+    def real_batches():
+        for batch in dataset.iter_batches(options.batch_size, limit=n):
+            yield Batch(batch["images"], batch["labels"], batch["masks"])
 
-        def real_batches():
-            for batch in dataset.iter_batches(args.batch, limit=n):
-                yield Batch(batch["images"], batch["labels"], batch["masks"])
-
-        results, curves = evaluate(model, params, methods, presets, real_batches, n, method_options=options)
-        if dataset.skipped:
-            print(f"skipped {len(dataset.skipped)} unreadable images:", file=sys.stderr)
-            for path, reason in dataset.skipped:
-                print(f"  {path}: {reason}", file=sys.stderr)
-    meta = {"model": args.model, "data": args.data, "n": args.n, "methods": methods, "presets": presets}
-    print(format_table(results))
-    for path in write_results(args.out, results, curves, meta, args.plot).values():
-        print(f"wrote {path}", file=sys.stderr)
-    return 0
+    results, curves = evaluate(model, params, rows, real_batches, n, **kw)
+    return Evaluation(results, curves, list(dataset.skipped))

@@ -3,7 +3,7 @@
     from libra_jax.train import train
     result = train("vit", seed=0, out="libra_jax/assets/synthetic_vit.safetensors")
 
-    libra-jax train --model swiglu --out synthetic_swiglu.safetensors --seed 0 [--steps N]
+    libra-jax train --model swiglu --out synthetic_swiglu.safetensors --seed 0 [--steps N]   (libra_jax/cli/train.py)
 
 Two models of the timm ViT family, sized so that two CPU cores train each in about ten minutes:
 'vit' (class token, GELU MLP) and 'swiglu' (timm `SwiGLUPacked` gated MLP with SiLU, average
@@ -14,7 +14,6 @@ test accuracy is measured on the first `test_images` examples of the disjoint 't
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import json
@@ -33,10 +32,10 @@ from libra_jax.models.config import DataConfig, ViTConfig
 from libra_jax.models.vit import VisionTransformer
 from libra_jax.preprocess import normalise
 from libra_jax.rules import PRESETS
+from libra_jax.weights import embedded
 from libra_jax.weights.formats import save_checkpoint
 
 MODEL_NAMES = ("vit", "swiglu")
-ASSET_DIR = Path(__file__).resolve().parent / "assets"
 VANILLA = PRESETS["vanilla"]
 
 
@@ -69,7 +68,7 @@ class Recipe:
 def asset_path(model_name: str) -> Path:
     """Path of the shipped checkpoint of 'vit' or 'swiglu' (libra-jax safetensors format)."""
     _check_name(model_name)
-    return ASSET_DIR / f"synthetic_{model_name}.safetensors"
+    return embedded.path(f"synthetic_{model_name}")
 
 
 def _check_name(model_name: str) -> None:
@@ -299,18 +298,3 @@ def train(
         path = save_checkpoint(out, model, params, source=json.dumps(record))
         log(f"saved {path}")
     return {"test_accuracy": accuracy, "seconds": seconds, "steps": recipe.steps}
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `libra-jax train`."""
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES, help="architecture to train")
-    parser.add_argument("--out", required=True, help="output checkpoint (libra-jax .safetensors)")
-    parser.add_argument("--seed", type=int, default=0, help="parameter-init seed (default 0)")
-    parser.add_argument("--steps", type=int, help=f"training steps (default {Recipe.steps})")
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """`libra-jax train`: train, save, and print the result as JSON; returns the exit code."""
-    result = train(args.model, seed=args.seed, steps=args.steps, out=args.out)
-    print(json.dumps(result))
-    return 0

@@ -1,4 +1,5 @@
-"""`libra-jax explain` end to end on a tiny random ViT, its user errors, and a benchmark smoke run."""
+"""`libra-jax explain` end to end on a tiny random ViT (one forward for the top-5 and the maps), its user errors,
+the shared command-line vocabulary, and a benchmark smoke run."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from libra_jax import cli, viz
+from libra_jax.cli import explain, options
+from libra_jax.methods.names import resolve_methods
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.weights.keymap import params_to_timm
 
@@ -105,14 +108,55 @@ def test_explain_several_targets_one_row_each(files, tmp_path, capsys):
     assert np.asarray(Image.open(out)).shape == _expected_shape(rows=4, panels=2, scale=2)  # 2 images × 2 classes
 
 
+def test_rules_put_each_plain_method_under_every_preset(files, tmp_path, capsys):
+    out = tmp_path / "rules.png"
+    assert (
+        _explain(
+            files, "--image", files["a.png"], "--method", "gradcam", "--rules", "vanilla", "libra", "--out", str(out)
+        )
+        == 0
+    )
+    assert "with vanilla_gradcam, libra_gradcam" in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).shape == _expected_shape(rows=1, panels=3)
+
+
+def _count(jaxpr, primitive: str) -> int:
+    """Equations of `primitive` in a jaxpr and every jaxpr nested in it (jit, custom_vjp, vmap bodies)."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == primitive
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr wraps a Jaxpr
+                if hasattr(inner, "eqns"):
+                    n += _count(inner, primitive)
+    return n
+
+
+def test_explain_runs_the_model_forward_once():
+    """The patch embedding (the model's only convolution) appears once per forward in explain's jitted step."""
+    model = VisionTransformer(ViTConfig(**TINY))
+    image = jax.ShapeDtypeStruct((SIZE, SIZE, 3), jnp.float32)
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), image)["params"]
+    x = jax.ShapeDtypeStruct((2, SIZE, SIZE, 3), jnp.float32)
+
+    def forwards(names, rules=None, y=None) -> int:
+        step = explain.explainer(model, resolve_methods(names, rules))
+        return _count(jax.make_jaxpr(step)(params, x, y).jaxpr, "conv_general_dilated")
+
+    assert forwards(["libra_fullgrad_plus", "libra_gradcam", "libra_ixg"]) == 1  # top-5 and top-1 maps, one forward
+    assert forwards(["libra_fullgrad_plus"], y=jax.ShapeDtypeStruct((2, 2), jnp.int32)) == 1  # two targets
+    assert forwards(["gradcam"], rules=["vanilla", "libra"]) == 2  # one forward + backward per preset
+
+
 def test_label_names_forms(tmp_path):
     checkpoint = str(tmp_path / "weights.safetensors")
-    assert cli.label_names("vit_tiny_patch16_224", checkpoint) is None  # no config.json beside it
+    assert explain.label_names("vit_tiny_patch16_224", checkpoint) is None  # no config.json beside it
     (tmp_path / "config.json").write_text(json.dumps({"label_names": {"0": "cat", "2": "dog"}}))
-    assert cli.label_names("vit_tiny_patch16_224", checkpoint) == {0: "cat", 2: "dog"}
-    assert cli.label_names(str(tmp_path), None) == {0: "cat", 2: "dog"}  # a model folder
+    assert explain.label_names("vit_tiny_patch16_224", checkpoint) == {0: "cat", 2: "dog"}
+    assert explain.label_names(str(tmp_path), None) == {0: "cat", 2: "dog"}  # a model folder
     (tmp_path / "config.json").write_text("{not json")
-    assert cli.label_names(str(tmp_path), None) is None
+    assert explain.label_names(str(tmp_path), None) is None
 
 
 def test_label_names_from_the_hub_cache(tmp_path, monkeypatch):
@@ -124,14 +168,14 @@ def test_label_names_from_the_hub_cache(tmp_path, monkeypatch):
         asked.append((repo_id, filename, revision))
         return str(config)
 
-    monkeypatch.setattr(cli.huggingface_hub, "try_to_load_from_cache", cached)
-    assert cli.label_names("vit_tiny_patch16_224", None) == {0: "a", 1: "b"}  # the default tag's repo
-    assert cli.label_names("hf-hub:org/model@v1", None) == {0: "a", 1: "b"}
+    monkeypatch.setattr(explain.huggingface_hub, "try_to_load_from_cache", cached)
+    assert explain.label_names("vit_tiny_patch16_224", None) == {0: "a", 1: "b"}  # the default tag's repo
+    assert explain.label_names("hf-hub:org/model@v1", None) == {0: "a", 1: "b"}
     assert asked == [
         ("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "config.json", None),
         ("org/model", "config.json", "v1"),
     ]
-    assert cli.label_names("no_such_architecture", None) is None
+    assert explain.label_names("no_such_architecture", None) is None
 
 
 @pytest.mark.parametrize(
@@ -168,10 +212,13 @@ def test_usage_errors_return_2(capsys):
 
 
 def test_model_kw_parses_literals():
-    assert cli.model_kw("img_size=(32, 32)") == ("img_size", (32, 32))
-    assert cli.model_kw("norm_eps=1e-5") == ("norm_eps", 1e-5)
-    assert cli.model_kw("class_token=False") == ("class_token", False)
-    assert cli.model_kw("act=quick_gelu") == ("act", "quick_gelu")
+    assert options.model_kw("img_size=(32, 32)") == ("img_size", (32, 32))
+    assert options.model_kw("norm_eps=1e-5") == ("norm_eps", 1e-5)
+    assert options.model_kw("class_token=False") == ("class_token", False)
+    assert options.model_kw("act=quick_gelu") == ("act", "quick_gelu")
+    assert options.model_kw("img_size=[32, 32]") == ("img_size", (32, 32))  # JSON: lists become tuples
+    assert options.model_kw("class_token=false") == ("class_token", False)
+    assert options.model_kw('act="gelu"') == ("act", "gelu")
 
 
 def test_benchmark_smoke():

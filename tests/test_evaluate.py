@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from helpers import tiny_model
 
-from libra_jax import cli, evaluate
+from libra_jax import cli, evaluate, report
 from libra_jax.data import synthetic
 from libra_jax.preprocess import normalise
+from libra_jax.run.progress import Progress
 from libra_jax.weights.formats import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("highest_precision")
@@ -26,8 +27,7 @@ def results():
     res, curves = evaluate.evaluate(
         model,
         params,
-        ["ixg", "fullgrad", "genatt"],
-        ["vanilla", "libra"],
+        [(m, p) for m in ("ixg", "fullgrad", "genatt") for p in ("vanilla", "libra")],
         lambda: evaluate.benchmark_batches(cfg, "test", 6, 4),
         6,
         pair_batches=lambda: evaluate.benchmark_batches(cfg, "pairs", 4, 4),
@@ -55,12 +55,12 @@ def test_libra_fullgrad_is_complete_and_vanilla_is_not(results):
 
 def test_tables(results, tmp_path):
     res, curves = results
-    md = evaluate.format_table(res)
+    md = report.format_table(res)
     assert md.splitlines()[0].startswith("| method | preset | MIF")
     assert len(md.splitlines()) == 2 + len(res)
-    rows = list(csv.DictReader(io.StringIO(evaluate.format_table(res, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(report.format_table(res, "csv"))))
     assert {(r["method"], r["preset"]) for r in rows} == set(res)
-    files = evaluate.write_results(tmp_path / "out", res, curves, {"n": 6}, plot=True)
+    files = report.write_results(tmp_path / "out", res, curves, {"n": 6}, plot=True)
     assert json.loads((tmp_path / "out" / "results.json").read_text())["meta"] == {"n": 6}
     assert set(files) == {"results.md", "results.csv", "results.json", "curves.png"}
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
@@ -75,9 +75,9 @@ def test_cli_evaluate_on_a_saved_model(tmp_path, capsys):
             "evaluate",
             "--model",
             str(path),
-            "--methods",
+            "--method",
             "ixg",
-            "--presets",
+            "--rules",
             "libra",
             "--n",
             "2",
@@ -95,8 +95,9 @@ def test_cli_evaluate_on_a_saved_model(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--methods", "ixgg"], "unknown method"),
-        (["--presets", "libbra"], "unknown rule preset"),
+        (["--method", "ixgg"], "unknown method"),
+        (["--method", "libra_ixg", "attnlrp"], "conflicts"),  # attnlrp is no preset of the default rules
+        (["--rules", "libbra"], "invalid choice"),
         (["--data", "cifar:/x"], "cifar"),
         (["--n", "0"], "positive"),
     ],
@@ -110,7 +111,7 @@ def test_cli_evaluate_errors(tmp_path, capsys, argv, message):
 
 def test_progress_reports_rate_after_compile():
     stream = io.StringIO()
-    bar = evaluate.Progress(10, "x", stream)
+    bar = Progress(10, "x", stream)
     bar.update(5)
     assert "(compiling)" in stream.getvalue()
     bar.update(5)
@@ -134,8 +135,23 @@ def test_cli_evaluate_on_an_image_folder(tmp_path, capsys):
         for i in range(2):
             Image.fromarray(rng.integers(0, 255, (80, 72, 3), np.uint8)).save(tmp_path / "val" / cls / f"{i}.png")
     (tmp_path / "val" / "n02" / "broken.png").write_bytes(b"not an image")
-    argv = ["evaluate", "--model", str(path), "--data", f"imagenet:{tmp_path / 'val'}", "--methods", "fullgrad"]
-    assert cli.main([*argv, "--presets", "libra", "--n", "8", "--batch", "3", "--out", str(tmp_path / "o")]) == 0
+    argv = ["evaluate", "--model", str(path), "--data", f"imagenet:{tmp_path / 'val'}", "--method", "fullgrad"]
+    assert cli.main([*argv, "--rules", "libra", "--n", "8", "--batch", "3", "--out", str(tmp_path / "o")]) == 0
     captured = capsys.readouterr()
     assert "| fullgrad | libra |" in captured.out
     assert "broken.png" in captured.err  # skipped and listed, not fatal
+
+
+def test_cli_evaluate_methods_rules_and_model_kw(tmp_path, capsys):
+    """--method a b, --rules p q (plain names under each, prefixed ones as named) and --model-kw reach the model."""
+    model, params = tiny_model(img_size=64, patch_size=16, num_classes=8)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, params)
+    argv = ["evaluate", "--model", str(path), "--method", "ixg", "libra_fullgrad", "--rules", "vanilla", "libra"]
+    argv += ["--n", "2", "--batch", "2", "--out", str(tmp_path / "o")]
+    assert cli.main([*argv, "--model-kw", "norm_eps=1e-5"]) == 0
+    rows = [tuple(line.split(" | ")[:2]) for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == [("| ixg", "vanilla"), ("| ixg", "libra"), ("| fullgrad", "libra")]
+    meta = json.loads((tmp_path / "o" / "results.json").read_text())["meta"]
+    assert meta["methods"] == ["ixg", "fullgrad"] and meta["presets"] == ["vanilla", "libra"]
+    assert cli.main([*argv, "--model-kw", "depth=1"]) == 2  # a 1-block model does not take the 2-block weights
+    assert "cannot load model" in capsys.readouterr().err

@@ -220,6 +220,31 @@ def test_cli_user_errors(files, tmp_path, capsys):
     assert "out of range" in capsys.readouterr().err
 
 
+def test_cli_methods_rules_and_model_kw(files, tmp_path, capsys):
+    """--method a b with --rules p q: every plain name under each preset, named <preset>_<name>; --model-kw is
+    passed to the model (a 2-block model cannot take the 1-block weights)."""
+    base = [
+        "run",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--checkpoint",
+        files["checkpoint"],
+        "--data",
+        str(files["images"]),
+    ]
+    base += ["--model-kw", *(f"{k}={v}" for k, v in TINY.items() if k != "depth"), "--limit", "2", "--batch", "2"]
+    assert cli.main([*base, "--model-kw", "depth=2", "--out", str(tmp_path / "o")]) == 2  # repeatable
+    assert "cannot load model" in capsys.readouterr().err
+    argv = [*base, "--model-kw", "depth=1", "--method", "ixg", "libra_gradcam", "--rules", "vanilla", "libra"]
+    assert cli.main([*argv, "--out", str(tmp_path / "o")]) == 0
+    methods = read_manifest(tmp_path / "o")["run"]["methods"]
+    assert methods == {
+        "vanilla_ixg": {"method": "ixg", "preset": "vanilla"},
+        "libra_ixg": {"method": "ixg", "preset": "libra"},
+        "libra_gradcam": {"method": "gradcam", "preset": "libra"},
+    }
+
+
 # ---------------------------------------------------------------- data sources and helpers
 
 
@@ -318,13 +343,13 @@ import jax, numpy as np
 from libra_jax import cli
 from libra_jax.preprocess import normalise
 from libra_jax.data.sources import open_source
-from libra_jax.evaluate import load_model
+from libra_jax import load
 from libra_jax.run import data_mesh, fetch_local, make_step, padded_size, replicate, resolve_methods, shard_batch
 from libra_jax.run import sharded_attribution
 checkpoint, images, out = sys.argv[1:4]
 assert jax.device_count() == 8
 # the Python API on a batch of 5 padded to 8 (the run below reuses this compilation: same step, shapes, mesh)
-model, params, _ = load_model(checkpoint)
+model, params = load(checkpoint)
 dataset = open_source(images, model.data_config)
 x = normalise(np.stack([dataset[i]["image"] for i in range(5)]), model.data_config)
 mesh = data_mesh()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import safetensors
 
+from libra_jax.cli import train as train_command
 from libra_jax.data import SPLITS, BenchmarkConfig, make_single
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.preprocess import normalise, preprocess
 from libra_jax.train import (
     MODEL_NAMES,
     Recipe,
-    add_train_arguments,
     asset_path,
     batches,
     data_config,
@@ -99,7 +99,7 @@ def test_model_configs():
 
 def test_cli_arguments():
     parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
+    train_command.add_arguments(parser)
     args = parser.parse_args(["--model", "swiglu", "--out", "m.safetensors", "--steps", "10"])
     assert (args.model, args.out, args.seed, args.steps) == ("swiglu", "m.safetensors", 0, 10)
     with pytest.raises(SystemExit):

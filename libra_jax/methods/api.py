@@ -52,6 +52,7 @@ def attribution(
     return_tokens: bool = False,
     check_inputs: bool = True,
     chunk_size: int | None = None,
+    return_logits: bool = False,
     **options,
 ) -> Callable:
     """Build a pure attribution function `fn(params, x, y)`.
@@ -69,6 +70,9 @@ def attribution(
       check_inputs: validate shapes, NaN/inf and class indices (a host callback under jit).
       chunk_size: evaluate the batch `chunk_size` examples at a time (`jax.lax.map`), so peak
         memory is that of one chunk; the maps are the same as unchunked. None: the whole batch at once.
+      return_logits: also return the model output (B, K) of the forward the single-pass methods
+        read (a plain forward when only multi-pass methods are asked for): fn returns (maps, logits),
+        so a prediction and its explanation come out of one forward.
       **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
         rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
     Returns:
@@ -112,6 +116,7 @@ def attribution(
         out = {}
         if single:
             rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi)
+            logits = rec["logits"]
             if multi:
                 parts = {k: rec[k] for k in _TARGET_DEPENDENT}
                 out |= jax.vmap(lambda p: read_maps({**rec, **p}))(parts)
@@ -120,7 +125,9 @@ def attribution(
         for n in multi_pass:
             run = functools.partial(MULTI_PASS[n], model, params, x, rules=rules, target=target_fn, **kwargs[n])
             out[n] = jax.vmap(run)(y) if multi else run(y)
-        return out
+        if not return_logits:
+            return out, None
+        return out, logits if single else model.apply({"params": params}, x, rules)[0]
 
     def fn(params, x, y):
         x = jnp.asarray(x)
@@ -131,13 +138,14 @@ def attribution(
                 validate.check_targets(y, cfg.num_classes, x.shape[0])
         multi = y.ndim == 2 + target_rank(target, y)
         if chunk_size is None:
-            out = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
+            out, logits = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
         else:  # vmapped within a chunk, sequential over chunks (a remainder chunk is vmapped on its own)
-            out = jax.lax.map(lambda xy: per_example(params, *xy, multi), (x, y), batch_size=chunk_size)
+            out, logits = jax.lax.map(lambda xy: per_example(params, *xy, multi), (x, y), batch_size=chunk_size)
         out = jax.tree.map(core.to_float32, out)
         if not return_tokens:
             out = {k: to_grid(v, cfg) for k, v in out.items()}
-        return out[names[0]] if isinstance(method, str) else out
+        out = out[names[0]] if isinstance(method, str) else out
+        return (out, logits) if return_logits else out
 
     fn.__name__ = "_".join(names) if len(names) < 4 else "attribution"
     fn.__doc__ = f"{names} under rules {rules.name!r}: fn(params, x (B,H,W,C), y) -> maps."

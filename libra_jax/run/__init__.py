@@ -11,20 +11,21 @@
 Output layout and manifest schema: docs/run.md.
 """
 
+from libra_jax.methods.names import resolve_methods
 from libra_jax.run.manifest import RunMismatchError, load_results, read_manifest
 from libra_jax.run.runner import RunOptions, run_dataset
 from libra_jax.run.sharding import data_mesh, fetch_local, padded_size, replicate, shard_batch, sharded_attribution
-from libra_jax.run.step import combined_attribution, make_step, resolve_methods
+from libra_jax.run.step import make_step, predict_and_attribute
 
 __all__ = [
     "RunMismatchError",
     "RunOptions",
-    "combined_attribution",
     "data_mesh",
     "fetch_local",
     "load_results",
     "make_step",
     "padded_size",
+    "predict_and_attribute",
     "read_manifest",
     "replicate",
     "resolve_methods",

@@ -1,10 +1,11 @@
 """`run_dataset`: attribute a whole dataset with a set of methods, in resumable shards, over every device.
 
-Per global batch of `batch_size` examples, one jitted call computes every map (forward for the top-1
-class, then one pass per rule preset); the batch is padded to a multiple of the device count with
-masked rows, so there is exactly one compilation whatever the dataset size. The host never waits for
-the batch it has just dispatched: it decodes the next batches on a background thread and blocks only
-on the previous batch's results, which it has to write anyway.
+Per global batch of `batch_size` examples, one jitted call computes the prediction and every map
+(one forward + backward per rule preset, the prediction read from the first: `libra_jax.run.step`);
+the batch is padded to a multiple of the device count with masked rows, so there is exactly one
+compilation whatever the dataset size. The host never waits for the batch it has just dispatched: it
+decodes the next batches on a background thread and blocks only on the previous batch's results,
+which it has to write anyway.
 
 Shard S holds examples [S·shard_size, (S+1)·shard_size); each process writes its own rows of it. A
 restarted run skips the shards whose files match their recorded sha256 and recomputes the others,
@@ -24,13 +25,14 @@ import jax
 import numpy as np
 
 from libra_jax.data.imagenet import BadFileError, EvalDataset
-from libra_jax.evaluate import Progress
+from libra_jax.methods.names import MethodTable
 from libra_jax.preprocess import normalise
 from libra_jax.run import distributed, manifest, store
 from libra_jax.run.prefetch import prefetch
+from libra_jax.run.progress import Progress
 from libra_jax.run.sharding import data_mesh, fetch_local, local_rows, padded_size, replicate, shard_batch
 from libra_jax.run.sharding import sharded_attribution as shard_fn
-from libra_jax.run.step import MethodTable, check_target, make_step
+from libra_jax.run.step import check_target, make_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,7 +240,7 @@ def run_dataset(
       model, params: a libra-jax model and its weights.
       dataset: an `EvalDataset` (see `libra_jax.data.sources.open_source`); undecodable examples are
         skipped and listed in the manifest.
-      methods: {output name: (method, preset)} (`libra_jax.run.step.resolve_methods`).
+      methods: {output name: (method, preset)} (`libra_jax.methods.names.resolve_methods`).
       out_dir: output folder; if it holds another run's files, RunMismatchError (a ValueError).
       options: batch / shard sizes, target, limit, prefetching, progress bar.
       provenance: {'model', 'checkpoint', 'data'}: names recorded in the manifest (part of the run identity).

@@ -1,67 +1,77 @@
-"""The computation of a dataset run: user method names → one function computing every map of a batch.
+"""The computation shared by `libra-jax explain` and `libra-jax run`: one forward gives the prediction and the maps.
 
-Single-pass methods under the same rule preset share one forward + backward pass; each further
-preset adds its own pass (`libra_jax.methods.attribution` per preset).
+Single-pass methods under the same rule preset share one forward + backward pass, and the model
+output (the logits) is read from that same forward: the class explained by default, each example's
+top-1, is picked inside it, with no forward of its own. Each further preset adds one pass.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from libra_jax.methods import attribution, resolve_method
-
-MethodTable = Mapping[str, tuple[str, str]]
-"""Output name → (method, preset), e.g. {'libra_fullgrad_plus': ('fullgrad_plus', 'libra')}."""
+from libra_jax.methods import attribution, maps
+from libra_jax.methods.core import target_function
+from libra_jax.methods.names import MethodTable
+from libra_jax.rules import get_rules
 
 TARGETS = ("top1", "label")
-"""Named target modes; an int is a fixed class index."""
+"""Named target modes of a run; an int is a fixed class index."""
 
 
-def resolve_methods(names: Sequence[str], rules: str | None = None) -> dict[str, tuple[str, str]]:
-    """User-facing method names ('libra_fullgrad_plus', 'gradcam', 'attnlrp') → MethodTable, duplicates dropped.
+def _top1(target: Callable) -> Callable:
+    """The explained scalar of an example's own top-1 class, `target(logits, argmax(logits))` (y unused)."""
+    return lambda logits, _: target(logits, jnp.argmax(logits))
 
-    `rules` overrides the preset of plain names ('gradcam'); a name implying another preset
-    ('libra_gradcam', 'attnlrp') conflicts with it (ValueError).
+
+def predict_and_attribute(model, methods: MethodTable, target_for: Callable[[str], Callable] | None = None) -> Callable:
+    """Pure `fn(params, x (B, H, W, C), y) -> (output (B, K), {name: (B, gh, gw)})` for every entry of `methods`.
+
+    y: None explains each example's top-1 class, picked from the forward its maps come from; else what
+    `libra_jax.methods.attribution` takes (class indices (B,), several per image (B, T), or an image–text
+    target's y). output: the model's (logits; an image–text model's image embedding) from the forward of
+    the first preset with a single-pass method. `target_for(preset)`: each preset's explained scalar when
+    it depends on the rules (an image–text target's N2U rule); None: each preset's own. Inputs are not
+    validated on device (no host callback): the caller checks them on the host. Raises ValueError for a
+    method the model cannot run.
     """
-    out = {}
-    for name in dict.fromkeys(names):
-        method, preset = resolve_method(name)
-        if rules is not None:
-            if preset not in ("vanilla", rules):
-                raise ValueError(f"method {name!r} implies the {preset!r} rules, which conflicts with --rules {rules}")
-            preset = rules
-        out[name] = (method, preset)
-    return out
+    wanted: dict[str, list[str]] = {}
+    for method, preset in methods.values():
+        wanted.setdefault(preset, [])
+        if method not in wanted[preset]:
+            wanted[preset].append(method)
+    lead = next((p for p, ms in wanted.items() if set(ms) & set(maps.SINGLE_PASS)), next(iter(wanted)))
+    single = [m for m in wanted[lead] if m in maps.SINGLE_PASS]
 
+    def build(preset: str, names: list[str], *, output: bool = False, top1: bool = False) -> Callable:
+        target = None if target_for is None else target_for(preset)
+        target = _top1(target_function(get_rules(preset), target)) if top1 else target
+        return attribution(model, names, preset, target, return_logits=output, check_inputs=False)
 
-def combined_attribution(
-    model, methods: MethodTable, target_for: Callable[[str], Callable] | None = None, **options
-) -> Callable:
-    """Pure `fn(params, x (B, H, W, C), y (B,)) -> {name: (B, gh, gw)}` for every entry of `methods`.
-
-    `target_for(preset)` gives each preset's explained scalar when it depends on the rules (an
-    image–text target's N2U rule); None: each preset's own. `options` go to every `attribution` call
-    (e.g. check_inputs=False). Raises ValueError for a method the model cannot run (an attention-row
-    method on a model without a class token).
-    """
-    by_preset: dict[str, dict[str, str]] = {}
-    for name, (method, preset) in methods.items():
-        by_preset.setdefault(preset, {})[name] = method
-    targets = {preset: None if target_for is None else target_for(preset) for preset in by_preset}
-    fns = {
-        preset: attribution(model, list(dict.fromkeys(names.values())), preset, targets[preset], **options)
-        for preset, names in by_preset.items()
-    }
+    # y given: one pass per preset, the lead's forward gives the output
+    given = {p: build(p, ms, output=p == lead) for p, ms in wanted.items()}
+    # y None: the lead's single-pass methods explain the top-1 of their own forward, every other method then that class
+    top1 = build(lead, single, output=True, top1=True) if single else None
+    rest = {p: [m for m in ms if p != lead or m not in single] for p, ms in wanted.items()}
+    after = {p: build(p, ms) for p, ms in rest.items() if ms}
 
     def fn(params, x, y):
-        out = {}
-        for preset, names in by_preset.items():
-            maps = fns[preset](params, x, y)
-            out |= {name: maps[method] for name, method in names.items()}
-        return out
+        computed: dict[str, dict] = {p: {} for p in wanted}
+        if y is None:
+            if top1 is None:
+                output = model.apply({"params": params}, x)[0]
+            else:
+                computed[lead], output = top1(params, x, jnp.zeros(x.shape[0], jnp.int32))
+            y = jnp.argmax(output, -1).astype(jnp.int32)
+            passes = after
+        else:
+            computed[lead], output = given[lead](params, x, y)
+            passes = {p: f for p, f in given.items() if p != lead}
+        for preset, f in passes.items():
+            computed[preset] |= f(params, x, y)
+        return output, {name: computed[preset][method] for name, (method, preset) in methods.items()}
 
     return fn
 
@@ -76,7 +86,7 @@ def check_target(target: str | int, num_classes: int) -> None:
 
 
 def make_step(model, methods: MethodTable, target: str | int = "top1") -> Callable:
-    """Pure `step(params, x, labels) -> {pred, target, score, maps}` for one batch.
+    """Pure `step(params, x, labels) -> {pred, target, score, maps}` for one batch of a run.
 
     Args (of step): x normalised float (B, H, W, C); labels int32 (B,) (read only when target='label').
     Returns: pred int32 (B,) top-1 class; target int32 (B,) the class explained ('top1': pred,
@@ -90,18 +100,19 @@ def make_step(model, methods: MethodTable, target: str | int = "top1") -> Callab
 
 @functools.lru_cache(maxsize=8)
 def _step(model, methods: tuple[tuple[str, tuple[str, str]], ...], target: str | int) -> Callable:
-    explain = combined_attribution(model, dict(methods), check_inputs=False)
+    explain = predict_and_attribute(model, dict(methods))
 
     def step(params, x, labels):
-        logits = model.apply({"params": params}, x)[0]
-        pred = jnp.argmax(logits, -1).astype(jnp.int32)
         if target == "top1":
-            y = pred
+            y = None
         elif target == "label":
             y = labels.astype(jnp.int32)
         else:
-            y = jnp.full_like(pred, target)
+            y = jnp.full(x.shape[0], target, jnp.int32)
+        logits, maps = explain(params, x, y)
+        pred = jnp.argmax(logits, -1).astype(jnp.int32)
+        y = pred if y is None else y
         score = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
-        return {"pred": pred, "target": y, "score": score, "maps": explain(params, x, y)}
+        return {"pred": pred, "target": y, "score": score, "maps": maps}
 
     return step

@@ -1,0 +1,52 @@
+"""The `libra-jax` parser: one subcommand per module of this package, each giving `HELP`,
+`add_arguments(parser)` and `run(args) -> exit code`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from libra_jax.cli import demo, evaluate, explain, run, train
+from libra_jax.cli.options import UserError
+
+COMMANDS = {"explain": explain, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
+
+
+def _user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Report bad paths and values from a library function as one-line user errors."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (OSError, ValueError) as e:
+            raise UserError(str(e)) from None
+
+    return wrapped
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="libra-jax", description="LibraGrad attributions for Vision Transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=_user_errors(module.run))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 user error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse exits for --help (0) and usage errors (2, message already printed)
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.run(args)
+    except UserError as e:
+        print(f"libra-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
