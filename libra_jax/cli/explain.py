@@ -22,10 +22,11 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from libra_jax import hub, image_text, registry, viz
+from libra_jax import image_text, viz
 from libra_jax.cli.options import UserError, add_method_arguments, add_model_arguments, methods_from, model_from
 from libra_jax.preprocess import preprocess
 from libra_jax.run import predict_and_attribute
+from libra_jax.weights import hub, registry
 
 HELP = "explain images with attribution maps (top-5 + heat-map PNG)"
 
