@@ -33,6 +33,7 @@ from libra_jax.loading import load
 from libra_jax.preprocess import preprocess
 from libra_jax.rules import PRESETS
 from libra_jax.run import RunOptions, distributed, run_dataset, step
+from libra_jax.run.lock import FolderLockedError, folder_lock
 
 
 class UserError(Exception):
@@ -372,17 +373,34 @@ def _user_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return wrapped
 
 
+def _locking(run: Callable[[argparse.Namespace], int], folder_of=lambda args: args.out):
+    """`run` holding the lock of the folder it writes (`libra_jax.run.lock`): one command per output folder."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            with folder_lock(folder_of(args)):
+                return run(args)
+        except FolderLockedError as e:
+            raise UserError(str(e)) from None
+
+    return wrapped
+
+
 COMMANDS: dict[str, Command] = {
-    "explain": Command("explain images with attribution maps (top-5 + heat-map PNG)", add_explain_arguments, explain),
+    "explain": Command(
+        "explain images with attribution maps (top-5 + heat-map PNG)",
+        add_explain_arguments,
+        _locking(explain, lambda args: os.path.dirname(os.path.abspath(args.out))),
+    ),
     "demo": Command(
         "explain synthetic benchmark images with the embedded default model and print the metrics table",
         demo.add_demo_arguments,
-        _user_errors(demo.run_demo),
+        _locking(_user_errors(demo.run_demo)),
     ),
     "evaluate": Command(
         "method × preset table: faithfulness, segmentation, class discrimination, completeness",
         evaluate.add_evaluate_arguments,
-        _user_errors(functools.partial(evaluate.run_evaluate, error=UserError)),
+        _locking(_user_errors(functools.partial(evaluate.run_evaluate, error=UserError))),
     ),
     "run": Command(
         "attribute a whole dataset with several methods into resumable .npz shards + a manifest (multi-device)",
