@@ -210,7 +210,7 @@ def explain(args: argparse.Namespace) -> int:
     try:
         model, params = load(evaluate.model_path(args.model), args.checkpoint, **dict(args.model_kw))
     except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot load model {args.model!r}: {e}") from None
+        raise UserError(f"cannot load model {args.model!r}: {hub.cli_message(e)}") from None
     num_classes = model.config.num_classes
     if num_classes <= 0:
         raise UserError(f"model {args.model!r} has no classifier head; there is no class to explain")
@@ -368,7 +368,7 @@ def _user_errors(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         try:
             return run(args)
         except (OSError, ValueError) as e:
-            raise UserError(str(e)) from None
+            raise UserError(hub.cli_message(e)) from None
 
     return wrapped
 
