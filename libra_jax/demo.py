@@ -78,7 +78,7 @@ def run_demo(args: argparse.Namespace) -> int:
         n_pairs=args.n,
     )
     print(f"\n{args.model} on {args.n} synthetic test images (+{args.n} two-object images):\n")
-    print(evaluate.format_table(results))
+    print(evaluate.format_table(results) + evaluate.table_note(results))
     meta = {"model": args.model, "data": "benchmark", "n": args.n, "methods": methods, "presets": list(DEMO_PRESETS)}
     for path in evaluate.write_results(out, results, curves, meta, plot=True).values():
         print(f"wrote {path}", file=sys.stderr)
