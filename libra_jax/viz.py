@@ -168,11 +168,11 @@ def display_scale(attr_map: np.ndarray, mode: Mode = "signed", outlier_quantile:
 
 def color_key(height: int, scale: float, signed: bool = True, width: int = 10) -> np.ndarray:
     """A vertical colour key, uint8 (height, W, 3): the colormap from +scale (top) to −scale (signed) or 0
-    (bottom), labelled with those values and 0. W = `width` + the width of the labels."""
+    (bottom), labelled with those values and 0. W = `width` + room for the widest label, whatever `scale`."""
     font = _font(11)
     values = [scale, 0.0, -scale] if signed else [scale, 0.0]
     labels = [f"{v:+.3g}" if v else "0" for v in values] if signed else [f"{v:.3g}" for v in values]
-    text_w = max(int(np.ceil(font.getlength(t))) for t in labels)
+    text_w = int(np.ceil(font.getlength("-8.88e-888")))  # the widest '.3g' label: one width for every scale
     ramp = np.linspace(1.0, -1.0 if signed else 0.0, height)
     strip = np.repeat(colorize(ramp, signed)[:, None], width, axis=1)
     canvas = Image.new("RGB", (width + 3 + text_w + 2, height), "white")
