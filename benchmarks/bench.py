@@ -102,7 +102,7 @@ def build(name: str, batch: int, dtype: jnp.dtype) -> tuple[VisionTransformer, d
         return jnp.asarray(0.02 * rng.standard_normal(spec.shape), dtype)
 
     params = jax.tree_util.tree_map_with_path(draw, shapes["params"])
-    x = jax.random.normal(jax.random.PRNGKey(1), (batch, h, w, 3), dtype)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (batch, h, w, 3), dtype, -1.0, 1.0)  # normalised pixels
     y = jnp.arange(batch, dtype=jnp.int32) % model.config.num_classes
     return model, params, x, y
 

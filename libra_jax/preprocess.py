@@ -141,7 +141,11 @@ def preprocess(model: VisionTransformer | DataConfig, images) -> np.ndarray:
       float32 numpy batch (B, h, w, 3) with (h, w) = data_config.input_size, normalised.
     """
     dc = model if isinstance(model, DataConfig) else model.data_config
-    batch = [_transform(img, dc) for img in _as_images(images)]
-    if not batch:
+    pictures = _as_images(images)
+    if not pictures:
         raise ValueError("no images given")
+    for i, img in enumerate(pictures):
+        if img.width == 0 or img.height == 0:
+            raise ValueError(f"image {i} is empty ({img.height}×{img.width} pixels); pass images with pixels in them")
+    batch = [_transform(img, dc) for img in pictures]
     return np.stack(batch)

@@ -9,7 +9,6 @@ import math
 import pathlib
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from libra_jax import viz
 from libra_jax.evaluate import COLUMNS
@@ -40,28 +39,27 @@ def format_table(results: dict[tuple[str, str], dict[str, float]], fmt: str = "m
     return "\n".join([head, sep] + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
 
 
+def table_note(results: dict[tuple[str, str], dict[str, float]]) -> str:
+    """The line printed under a markdown table with a completeness column ('' without one)."""
+    if not any(not math.isnan(r.get("completeness_error", math.nan)) for r in results.values()):
+        return ""
+    return (
+        "\n\nCompleteness err = mean |Σ map − logit|. FullGrad+ sums the IxG of every block (plus the biases):"
+        " it is not meant to be complete, so its error is large under every preset by design."
+    )
+
+
 def plot_curves(curves: dict[tuple[str, str], dict[str, np.ndarray]], path, ratios=faithfulness.RATIOS) -> None:
-    """MIF (solid) and LIF (dashed) accuracy curves of every row as one PNG (PIL only)."""
-    w, h, pad = 900, 520, 50
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    draw.rectangle([pad, pad, w - 260, h - pad], outline="black")
-    palette = viz.colormap("sequential", max(len(curves), 2) + 2)[1:-1]
-
-    def xy(r, acc):
-        return pad + (r - ratios[0]) / (ratios[-1] - ratios[0]) * (w - 260 - pad), h - pad - acc * (h - 2 * pad)
-
-    for i, ((m, p), c) in enumerate(sorted(curves.items())):
-        colour = tuple(int(v) for v in palette[i])
-        for variant, dash in (("mif", False), ("lif", True)):
-            pts = [xy(r, a) for r, a in zip(ratios, c[f"{variant}_correct"].mean(1), strict=True)]
-            for j, (a, b) in enumerate(zip(pts[:-1], pts[1:], strict=True)):
-                if not dash or j % 2 == 0:
-                    draw.line([a, b], fill=colour, width=2)
-        draw.text((w - 250, pad + 14 * i), f"{m} / {p}", fill=colour)
-    draw.text((pad, h - pad + 8), "ratio r (MIF: most relevant removed, solid; LIF: top kept, dashed)", fill="black")
-    draw.text((pad, pad - 16), "accuracy", fill="black")
-    viz.save_png(path, np.asarray(img))
+    """MIF and LIF accuracy curves of every (method, preset) row as one PNG: a panel each, a colour per method,
+    a line style per preset (`viz.line_panels`)."""
+    panels = [
+        (f"{v.upper()} {arrow}", label, {key: c[f"{v}_correct"].mean(1) for key, c in sorted(curves.items())})
+        for v, arrow, label in (
+            ("mif", "(lower is better)", "fraction r of patches removed, most relevant first"),
+            ("lif", "(higher is better)", "fraction r of patches kept, most relevant first"),
+        )
+    ]
+    viz.save_png(path, viz.line_panels(panels, ratios, "accuracy"))
 
 
 def write_results(out_dir, results, curves, meta: dict, plot: bool) -> dict[str, str]:
@@ -70,7 +68,7 @@ def write_results(out_dir, results, curves, meta: dict, plot: bool) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     md = format_table(results)
     files = {
-        "results.md": f"{md}\n\n{json.dumps(meta)}\n",
+        "results.md": f"{md}{table_note(results)}\n\n{json.dumps(meta)}\n",
         "results.csv": format_table(results, "csv"),
         "results.json": json.dumps(
             {"meta": meta, "rows": [{"method": m, "preset": p, **r} for (m, p), r in results.items()]}, indent=1

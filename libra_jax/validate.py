@@ -1,17 +1,28 @@
 """Input checks with clear messages, usable eagerly and under jit.
 
-Shape and layout checks are static (raised at trace time). Value checks (NaN/inf, class index
-range) raise a ValueError directly on concrete arrays; under `jax.jit` they run as a host
-callback, and the error surfaces as a runtime error whose last line is the same ValueError.
+Shape and layout checks are static (raised at trace time). Value checks (NaN/inf, pixel range,
+class index range) raise a ValueError directly on concrete arrays; under `jax.jit` they run as a
+host callback, whose failure XLA reports as a `JaxRuntimeError` holding the ValueError's text.
+`validate.jit` (use it instead of `jax.jit`) turns that back into the ValueError an eager call raises.
 """
 
 from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from libra_jax.models.config import ViTConfig
+from libra_jax.models.config import DataConfig, ViTConfig
+
+PIXEL_MARGIN = 0.1
+"""Slack of the pixel-range check, as a fraction of the range: resampling a normalised image overshoots a little."""
+
+# how a failed check's ValueError appears inside the JaxRuntimeError of a jitted call (its traceback's last line)
+_FAILED_CHECK = re.compile(r"in _raise_if\n(?:.*\n)*?ValueError: (?P<message>.*)\s*$")
 
 
 def _raise_if(bad, message: str) -> None:
@@ -27,8 +38,59 @@ def runtime_check(bad: jax.Array, message: str) -> None:
         _raise_if(bad, message)
 
 
-def check_images(x, config: ViTConfig, *, batched: bool = True) -> None:
-    """Static checks of a normalised NHWC float image batch against the model config."""
+def jit(fn: Callable, **jit_kwargs) -> Callable:
+    """`jax.jit(fn, **jit_kwargs)` whose failed input checks raise the same ValueError as an eager call.
+
+    (Plain `jax.jit` reports them as `JaxRuntimeError: INTERNAL: CpuCallback error ...`.)
+    """
+    jitted = jax.jit(fn, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return jitted(*args, **kwargs)
+        except jax.errors.JaxRuntimeError as e:
+            failed = _FAILED_CHECK.search(str(e))
+            if failed is None:
+                raise
+            raise ValueError(failed["message"]) from None
+
+    return call
+
+
+def pixel_range(data_config: DataConfig, margin: float = PIXEL_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """(low (C,), high (C,)): what `preprocess` makes of [0, 1] pixels, widened by `margin` of the range."""
+    mean, std = np.asarray(data_config.mean, np.float64), np.asarray(data_config.std, np.float64)
+    low, high = (0.0 - mean) / std, (1.0 - mean) / std
+    slack = margin * (high - low)
+    return low - slack, high + slack
+
+
+def check_pixel_range(x, data_config: DataConfig) -> None:
+    """Raise ValueError (eagerly or under jit) when a batch (..., C) holds values `preprocess` cannot make."""
+    low, high = pixel_range(data_config)
+    outside = ((x < low.astype(np.float32)) | (x > high.astype(np.float32))).any()
+    bounds = ", ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in zip(low, high, strict=True))
+    runtime_check(
+        outside,
+        "image values lie outside what the model's mean/std normalisation makes of [0, 1] pixels"
+        f" (per channel {bounds}): the images are likely not normalised (0-255 values, or mean/std not applied)."
+        " Prepare uint8 images with libra_jax.preprocess(model, images), or pass check_inputs=False to skip this check",
+    )
+
+
+def require_targets(y) -> None:
+    """y must be given: class indices, class weights or (for a custom target) its argument."""
+    if y is None:
+        raise ValueError(
+            "no targets: fn(params, x, y) needs y, e.g. class indices (B,) such as the top-1 prediction"
+            " model.apply({'params': params}, x)[0].argmax(-1)"
+        )
+
+
+def check_images(x, config: ViTConfig, data_config: DataConfig | None = None, *, batched: bool = True) -> None:
+    """Checks of a normalised NHWC float image batch against the model config: shape and dtype (static),
+    finite values and, given the model's `data_config`, the range `preprocess` produces (at run time)."""
     shape = tuple(np.shape(x))
     want = (*config.img_size, config.in_chans)
     rank = 4 if batched else 3
@@ -53,6 +115,8 @@ def check_images(x, config: ViTConfig, *, batched: bool = True) -> None:
             "(use libra_jax.preprocess(model, uint8_images))"
         )
     runtime_check(~jnp.isfinite(x).all(), "images contain NaN or inf values")
+    if data_config is not None:
+        check_pixel_range(x, data_config)
 
 
 def check_targets(y, num_classes: int, batch: int) -> None:

@@ -49,15 +49,10 @@ def normalize_for_display(attr_map: np.ndarray, mode: Mode = "signed", outlier_q
     if not 0.0 <= outlier_quantile < 1.0:
         raise ValueError(f"outlier_quantile must lie in [0, 1); got {outlier_quantile}")
     m = np.nan_to_num(np.asarray(attr_map, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo = -1.0 if mode == "signed" else 0.0
-    if mode == "positive":
-        m = np.maximum(m, 0.0)
-    scale = np.quantile(np.abs(m), 1.0 - outlier_quantile) if m.size else 0.0
-    if scale <= 0.0:  # a map whose mass sits in < q of its entries: fall back to the maximum
-        scale = np.abs(m).max(initial=0.0)
+    scale = display_scale(m, mode, outlier_quantile)
     if scale <= 0.0:
         return np.zeros(m.shape, np.float32)
-    return np.clip(m / scale, lo, 1.0).astype(np.float32)
+    return np.clip(m / scale, -1.0 if mode == "signed" else 0.0, 1.0).astype(np.float32)
 
 
 def lab_to_srgb(lab: np.ndarray) -> np.ndarray:
@@ -143,32 +138,102 @@ def upsample_map(
     return resize(m, tuple(size), method)
 
 
+def to_pixels(maps, size: int | tuple[int, int], mode: Literal["bicubic", "bilinear"] = "bicubic"):
+    """Patch maps (B, gh, gw) → pixel maps (B, H, W) with `size` = (H, W) (or one int for both).
+
+    The interpolation the segmentation metrics use (`libra_jax.metrics.segmentation.upsample`: PyTorch's
+    `F.interpolate(align_corners=False)`, bicubic as LibraGrad, bilinear as Chefer), so these pixels are the
+    ones the metrics score. Signed values are kept; numpy in, numpy out; jax in, jax out.
+    """
+    from libra_jax.metrics.segmentation import upsample
+
+    if np.ndim(maps) != 3:
+        raise ValueError(f"to_pixels takes maps (B, gh, gw); got shape {np.shape(maps)} (one map: pass m[None])")
+    if not np.issubdtype(maps.dtype, np.floating):
+        maps = maps.astype(np.float32)
+    return upsample(maps, size, mode)
+
+
+def display_scale(attr_map: np.ndarray, mode: Mode = "signed", outlier_quantile: float = 0.01) -> float:
+    """The value `normalize_for_display` maps to 1 (the colour bar's end): a robust maximum of |map| (or of its
+    positive part); 0 for an all-zero map."""
+    m = np.nan_to_num(np.asarray(attr_map, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if mode == "positive":
+        m = np.maximum(m, 0.0)
+    scale = np.quantile(np.abs(m), 1.0 - outlier_quantile) if m.size else 0.0
+    if scale <= 0.0:  # a map whose mass sits in < q of its entries: fall back to the maximum
+        scale = np.abs(m).max(initial=0.0)
+    return float(scale)
+
+
+def color_key(height: int, scale: float, signed: bool = True, width: int = 10) -> np.ndarray:
+    """A vertical colour key, uint8 (height, W, 3): the colormap from +scale (top) to −scale (signed) or 0
+    (bottom), labelled with those values and 0. W = `width` + room for the widest label, whatever `scale`."""
+    font = _font(11)
+    values = [scale, 0.0, -scale] if signed else [scale, 0.0]
+    labels = [f"{v:+.3g}" if v else "0" for v in values] if signed else [f"{v:.3g}" for v in values]
+    text_w = int(np.ceil(font.getlength("-8.88e-888")))  # the widest '.3g' label: one width for every scale
+    ramp = np.linspace(1.0, -1.0 if signed else 0.0, height)
+    strip = np.repeat(colorize(ramp, signed)[:, None], width, axis=1)
+    canvas = Image.new("RGB", (width + 3 + text_w + 2, height), "white")
+    canvas.paste(Image.fromarray(strip), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    text_h = font.getbbox("0")[3]
+    for k, label in enumerate(labels):  # top, middle (0) and bottom, kept inside the strip's height
+        y = round(k * (height - 1) / (len(labels) - 1) - text_h * k / (len(labels) - 1))
+        draw.text((width + 3, min(max(y, 0), height - text_h)), label, fill="black", font=font)
+    return np.asarray(canvas)
+
+
 def overlay(
     image: np.ndarray,
     attr_map: np.ndarray,
     alpha: float = 0.5,
     signed: bool = True,
     outlier_quantile: float = 0.01,
+    *,
+    scale: Literal["per_image", "shared"] = "per_image",
+    colorbar: bool = True,
 ) -> np.ndarray:
-    """Blend a colour-coded map over an image.
+    """Blend colour-coded maps over images, each with a colour key of its values.
 
     Args:
-      image: uint8 (H, W, 3), the image the model saw (after crop/resize).
-      attr_map: (gh, gw) map, any scale.
+      image: uint8 (H, W, 3), the image the model saw (after crop/resize), or a batch (B, H, W, 3).
+      attr_map: (gh, gw) map (any scale, e.g. a patch map or `to_pixels` output), or a batch (B, gh, gw).
       alpha: weight of the map colours (0 = image only, 1 = map only).
-      signed: diverging colours for signed maps; False shows the positive part on the sequential map.
+      signed: diverging colours (blue < 0 < red, white at 0) for signed maps; False shows the positive
+        part on the sequential map.
       outlier_quantile: see `normalize_for_display`.
+      scale: "per_image" normalises every map by its own robust maximum; "shared" uses one for the
+        whole batch, so equal colours mean equal values across images.
+      colorbar: append a colour bar (`color_key`) labelled with the values at its ends to the right of every panel.
     Returns:
-      uint8 (H, W, 3).
+      uint8 (H, W', 3), or (B, H, W', 3) for a batch; W' = W (+ the colour bar's width).
     """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image must be uint8 (H, W, 3); got {image.dtype} {image.shape}")
+    image, attr_map = np.asarray(image), np.asarray(attr_map)
+    batched = image.ndim == 4
+    if image.dtype != np.uint8 or image.ndim not in (3, 4) or image.shape[-1] != 3:
+        raise ValueError(f"image must be uint8 (H, W, 3) or (B, H, W, 3); got {image.dtype} {image.shape}")
+    if attr_map.ndim != image.ndim - 1 or (batched and len(attr_map) != len(image)):
+        raise ValueError(f"maps {attr_map.shape} do not match images {image.shape}: one (gh, gw) map per image")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1]; got {alpha}")
-    values = normalize_for_display(attr_map, "signed" if signed else "positive", outlier_quantile)
-    colors = colorize(upsample_map(values, image.shape[:2]), signed).astype(np.float32)
-    return np.round((1.0 - alpha) * image + alpha * colors).astype(np.uint8)
+    if scale not in ("per_image", "shared"):
+        raise ValueError(f"scale must be 'per_image' or 'shared'; got {scale!r}")
+    mode: Mode = "signed" if signed else "positive"
+    images, maps = (image, attr_map) if batched else (image[None], attr_map[None])
+    shared = display_scale(maps, mode, outlier_quantile)
+    panels = []
+    for img, m in zip(images, maps, strict=True):
+        s = shared if scale == "shared" else display_scale(m, mode, outlier_quantile)
+        values = np.clip(np.nan_to_num(m.astype(np.float64), posinf=0.0, neginf=0.0) / (s or 1.0), -1.0, 1.0)
+        values = values if signed else np.maximum(values, 0.0)
+        colors = colorize(upsample_map(values, img.shape[:2]), signed).astype(np.float32)
+        panel = np.round((1.0 - alpha) * img + alpha * colors).astype(np.uint8)
+        if colorbar:
+            panel = np.concatenate([panel, color_key(img.shape[0], s, signed)], axis=1)
+        panels.append(panel)
+    return np.stack(panels) if batched else panels[0]
 
 
 def grid(
@@ -204,6 +269,11 @@ def grid(
     return np.asarray(canvas)
 
 
+def _font(size: int):
+    """Pillow's built-in font at `size` px (scalable where Pillow has FreeType, else its bitmap font)."""
+    return ImageFont.load_default(size=size)
+
+
 def _as_rgb(panel: np.ndarray) -> np.ndarray:
     panel = np.asarray(panel)
     if panel.dtype != np.uint8 or panel.ndim not in (2, 3) or (panel.ndim == 3 and panel.shape[-1] != 3):
@@ -218,6 +288,102 @@ def _fit(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
     while text and draw.textlength(text + "..", font=font) > width:
         text = text[:-1]
     return text + ".."
+
+
+# Tableau's 10 categorical colours: distinct hues of similar weight, told apart also in print
+CATEGORICAL = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+               (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))  # fmt: skip
+# on / off lengths in pixels of the line styles, one per preset: solid, dashed, dotted, dash-dot
+DASHES = ((), (14, 7), (3, 5), (14, 5, 3, 5))
+
+
+def _dashed(draw: ImageDraw.ImageDraw, points, colour, pattern: Sequence[int], width: int) -> None:
+    """A polyline in a dash `pattern` that runs on across the vertices (no restart at each segment)."""
+    if not pattern:
+        draw.line(points, fill=colour, width=width, joint="curve")
+        return
+    phase, on = 0.0, True  # distance into the current dash / gap
+    index = 0
+    for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
+        length, done = float(np.hypot(x1 - x0, y1 - y0)), 0.0
+        while done < length:
+            step = min(pattern[index] - phase, length - done)
+            if on:
+                a, b = done / length, (done + step) / length
+                draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)), (x0 + b * (x1 - x0), y0 + b * (y1 - y0))],
+                          fill=colour, width=width)  # fmt: skip
+            done, phase = done + step, phase + step
+            if phase >= pattern[index]:
+                phase, index, on = 0.0, (index + 1) % len(pattern), not on
+
+
+def line_panels(
+    panels: Sequence[tuple[str, str, dict[tuple[str, str], np.ndarray]]],
+    x: Sequence[float],
+    y_label: str,
+    y_range: tuple[float, float] = (0.0, 1.0),
+) -> np.ndarray:
+    """Side-by-side line charts sharing the x values and one legend: uint8 (H, W, 3).
+
+    Args:
+      panels: (title, x-axis label, {(method, preset): y values (len(x),)}) per panel. Every method gets
+        its own colour (`CATEGORICAL`, in order of first appearance), every preset its own line style
+        (`DASHES`: solid, dashed, dotted, dash-dot), the same in all panels.
+      x: the x values (ticks are drawn at them).
+      y_label: the y-axis label; y ticks every 0.2 of `y_range`.
+    """
+    keys = list(dict.fromkeys(k for _, _, series in panels for k in series))
+    methods, presets = list(dict.fromkeys(m for m, _ in keys)), list(dict.fromkeys(p for _, p in keys))
+    if len(methods) > len(CATEGORICAL) or len(presets) > len(DASHES):
+        raise ValueError(
+            f"at most {len(CATEGORICAL)} methods and {len(DASHES)} presets per figure; got {len(methods)} and "
+            f"{len(presets)}: plot fewer at a time"
+        )
+    keys.sort(key=lambda k: (methods.index(k[0]), presets.index(k[1])))  # the legend grouped by method
+    font, small = _font(16), _font(13)
+    pw, ph, left, top, bottom, gap = 440, 330, 64, 40, 56, 40  # plot area, margins
+    legend_w = 28 + max(int(small.getlength(f"{m} / {p}")) for m, p in keys) + 60
+    width = left + len(panels) * (pw + gap) + legend_w
+    img = Image.new("RGB", (width, max(top + ph + bottom, top + 20 * len(keys) + 16)), "white")
+    draw = ImageDraw.Draw(img)
+    x = np.asarray(x, np.float64)
+    lo, hi = y_range
+
+    for n, (title, x_label, series) in enumerate(panels):
+        x0 = left + n * (pw + gap)
+
+        def at(xv, yv, x0=x0):
+            return x0 + (xv - x[0]) / (x[-1] - x[0]) * pw, top + ph - (yv - lo) / (hi - lo) * ph
+
+        for t in np.linspace(lo, hi, 6):  # horizontal grid and y ticks
+            _, yy = at(x[0], t)
+            draw.line([(x0, yy), (x0 + pw, yy)], fill=(225, 225, 225))
+            draw.text((x0 - 6, yy), f"{t:.1f}", fill="black", font=small, anchor="rm")
+        for xv in x:
+            xx, _ = at(xv, lo)
+            draw.line([(xx, top + ph), (xx, top + ph + 5)], fill="black")
+            draw.text((xx, top + ph + 7), f"{xv:g}", fill="black", font=small, anchor="mt")
+        draw.rectangle([x0, top, x0 + pw, top + ph], outline="black")
+        draw.text((x0 + pw / 2, top - 10), title, fill="black", font=font, anchor="mb")
+        draw.text((x0 + pw / 2, top + ph + 30), x_label, fill="black", font=small, anchor="mt")
+        for (m, p), y in series.items():
+            colour = CATEGORICAL[methods.index(m)]
+            points = [at(xv, yv) for xv, yv in zip(x, np.asarray(y, np.float64), strict=True)]
+            _dashed(draw, points, colour, DASHES[presets.index(p)], 3)
+            for px, py in points:
+                draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
+    y_mid = top + ph / 2  # the y label, rotated
+    label = Image.new("RGB", (int(font.getlength(y_label)) + 4, 20), "white")
+    ImageDraw.Draw(label).text((2, 0), y_label, fill="black", font=font)
+    rotated = label.rotate(90, expand=True)
+    img.paste(rotated, (4, int(y_mid - rotated.height / 2)))
+
+    lx = left + len(panels) * (pw + gap)
+    for i, (m, p) in enumerate(keys):  # one entry per series: its line sample in colour and style
+        ly = top + 8 + 20 * i
+        _dashed(draw, [(lx, ly), (lx + 44, ly)], CATEGORICAL[methods.index(m)], DASHES[presets.index(p)], 3)
+        draw.text((lx + 52, ly), f"{m} / {p}", fill="black", font=small, anchor="lm")
+    return np.asarray(img)
 
 
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:

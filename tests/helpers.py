@@ -44,5 +44,6 @@ def tiny_model(key=0, **overrides):
 
 
 def images(model, batch: int, key: int = 7):
+    """Random normalised images (batch, H, W, C): uniform in [-1, 1], what mean = std = 0.5 makes of [0, 1] pixels."""
     h, w = model.config.img_size
-    return jax.random.normal(jax.random.PRNGKey(key), (batch, h, w, model.config.in_chans))
+    return jax.random.uniform(jax.random.PRNGKey(key), (batch, h, w, model.config.in_chans), minval=-1.0, maxval=1.0)

@@ -47,7 +47,7 @@ def _tiny_model(seed: int = 0):
             value = 0.1 * rng.normal(size=shape)
         return jnp.asarray(value, jnp.float64)
 
-    x = jnp.asarray(rng.normal(size=(2, *model.config.img_size, 3)), jnp.float64)
+    x = jnp.asarray(rng.uniform(-1, 1, size=(2, *model.config.img_size, 3)), jnp.float64)  # normalised pixels
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x[0])["params"]
     return model, jax.tree_util.tree_map_with_path(draw, shapes), x, jnp.array([1, 3])
 

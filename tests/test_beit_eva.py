@@ -188,7 +188,7 @@ def build_tiny(name: str):
     h, w = model.config.img_size
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((h, w, 3)))
     params = randomize(variables["params"], jax.random.PRNGKey(1), scale=0.3)
-    return name, model, params, jax.random.normal(jax.random.PRNGKey(2), (2, h, w, 3))
+    return name, model, params, jax.random.uniform(jax.random.PRNGKey(2), (2, h, w, 3), minval=-1.0, maxval=1.0)
 
 
 @pytest.fixture(scope="module", params=sorted(TINY_MODELS))

@@ -66,9 +66,11 @@ def _explain(files, *extra: str, checkpoint: str = "checkpoint") -> int:
 
 
 def _expected_shape(rows: int, panels: int, scale: int = 1) -> tuple[int, int, int]:
-    """The size `viz.grid` gives `rows` × `panels` captioned model-sized panels (captions do not change it)."""
+    """The size `viz.grid` gives `rows` × `panels` captioned model-sized panels: the input crop, then overlays
+    with their colour bars (captions do not change it)."""
     blank = np.zeros((SIZE * scale, SIZE * scale, 3), np.uint8)
-    return viz.grid([[blank] * panels] * rows, [[""] * panels] * rows).shape
+    overlay = viz.overlay(blank, np.zeros((2, 2)))
+    return viz.grid([[blank] + [overlay] * (panels - 1)] * rows, [[""] * panels] * rows).shape
 
 
 def test_explain_writes_overlays_and_prints_top5(files, tmp_path, capsys):

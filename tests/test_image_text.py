@@ -215,7 +215,7 @@ def test_fullgrad_is_complete_for_the_similarity_under_libra_logit(kind):
     """Σ_t FullGrad (biases of every block, the final norm, the MAP head included) = scale·cos; the logit
     bias (SigLIP) is a constant no token holds."""
     model, params = tiny_model(kind)
-    x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
     text = unit_texts((2,), dim=model.embed_dim)
     emb = model.apply({"params": params}, x, method="encode_image")
     sim = 100 * (ops.unit_norm(emb) * text).sum(-1)
@@ -232,7 +232,7 @@ def test_fullgrad_is_complete_for_the_similarity_under_libra_logit(kind):
 
 def test_several_prompts_in_one_call_equal_separate_calls():
     model, params = tiny_model()
-    x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
     text = unit_texts((2, 3))  # 3 prompts per image
     methods = ["fullgrad_plus", "gradcam", "legrad"]
     fn = libra_jax.attribution(model, methods, "libra", target=image_text.similarity_target("libra"))
@@ -247,7 +247,7 @@ def test_several_prompts_in_one_call_equal_separate_calls():
 def test_every_supported_method_takes_a_text_target(kind):
     """Each method defined for the image tower explains the similarity: finite (B, T, gh, gw) maps, one call."""
     model, params = tiny_model(kind)
-    x = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32, 3), minval=-1.0, maxval=1.0)
     methods = [m for m in api.METHODS if api.supports(model, m)]
     assert {"fullgrad_plus", "ig", "legrad", "gradcam"} <= set(methods)
     fn = libra_jax.attribution(model, methods, "libra", target=image_text.similarity_target("libra"), steps=2)

@@ -200,7 +200,7 @@ def tiny(request):
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((h, w, 3)))
     # O(1) biases make the token-MLP fc1 bias maps (which no token holds) visible in the sums.
     params = randomize(variables["params"], jax.random.PRNGKey(1), scale=1.0)
-    return model, params, jax.random.normal(jax.random.PRNGKey(2), (2, h, w, 3))
+    return model, params, jax.random.uniform(jax.random.PRNGKey(2), (2, h, w, 3), minval=-1.0, maxval=1.0)
 
 
 def fullgrad_sums(model, params, x, preset: str):

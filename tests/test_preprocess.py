@@ -73,3 +73,13 @@ def test_layout_and_dtype_errors():
         preprocess(dc, np.zeros((40, 40, 4), np.uint8))
     with pytest.raises(ValueError, match="crop_mode"):
         preprocess(DataConfig(crop_mode="random"), random_image(40, 40))
+
+
+def test_empty_images_are_named():
+    dc = DataConfig(input_size=(32, 32))
+    with pytest.raises(ValueError, match=r"image 0 is empty \(0×0 pixels\)"):
+        preprocess(dc, np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"image 1 is empty \(5×0 pixels\)"):
+        preprocess(dc, [random_image(40, 40), np.zeros((5, 0, 3), np.uint8)])
+    with pytest.raises(ValueError, match="no images given"):
+        preprocess(dc, [])

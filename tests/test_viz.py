@@ -93,12 +93,70 @@ def test_overlay_shapes_dtypes_and_alpha():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     attr = rng.standard_normal((3, 4))
-    out = viz.overlay(image, attr)
+    out = viz.overlay(image, attr, colorbar=False)
     assert out.shape == image.shape and out.dtype == np.uint8
-    np.testing.assert_array_equal(viz.overlay(image, attr, alpha=0.0), image)
-    assert viz.overlay(image, attr, alpha=1.0, signed=False).shape == image.shape
+    np.testing.assert_array_equal(viz.overlay(image, attr, alpha=0.0, colorbar=False), image)
+    assert viz.overlay(image, attr, alpha=1.0, signed=False, colorbar=False).shape == image.shape
     with pytest.raises(ValueError, match="uint8"):
         viz.overlay(image.astype(np.float32), attr)
+    with pytest.raises(ValueError, match="one \\(gh, gw\\) map per image"):
+        viz.overlay(image[None].repeat(2, 0), attr[None])
+
+
+def test_overlay_colour_bar_and_shared_scale():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    maps = np.stack([rng.standard_normal((5, 5)), 10 * rng.standard_normal((5, 5))])
+    per_image, shared = viz.overlay(images, maps, alpha=1.0), viz.overlay(images, maps, alpha=1.0, scale="shared")
+    assert per_image.shape == shared.shape and per_image.shape[:3] == (2, 40, per_image.shape[2])
+    assert per_image.shape[2] > 40  # the colour bar to the right of each panel
+    # the top of the bar is the colour of +scale, the bottom of -scale; white (0) in the middle
+    lut = viz.colormap("diverging")
+    np.testing.assert_array_equal(per_image[0, 0, 42], lut[-1])
+    np.testing.assert_array_equal(per_image[0, -1, 42], lut[0])
+    np.testing.assert_array_equal(shared[0, :, 40:], shared[1, :, 40:])  # one scale: the same labelled key
+    assert (per_image[0, :, 40:] != per_image[1, :, 40:]).any()  # two scales: two labels
+    faint = np.abs(shared[0, :, :40].astype(int) - 255).mean()
+    assert faint < np.abs(per_image[0, :, :40].astype(int) - 255).mean()  # the small map fades when shared
+    with pytest.raises(ValueError, match="scale must be"):
+        viz.overlay(images, maps, scale="global")
+
+
+def test_color_key_labels_its_ends():
+    key = viz.color_key(64, 0.0123)
+    assert key.dtype == np.uint8 and key.shape[0] == 64 and key.shape[1] > 10
+    assert (key[:, 12:] < 128).any()  # the labels are drawn
+    assert viz.color_key(64, 2.0, signed=False).shape[0] == 64
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_to_pixels_is_the_metrics_upsampling(mode):
+    from libra_jax.metrics.segmentation import upsample
+
+    maps = np.random.default_rng(3).standard_normal((2, 4, 4)).astype(np.float32)
+    pixels = viz.to_pixels(maps, (64, 48), mode)
+    assert pixels.shape == (2, 64, 48)
+    np.testing.assert_array_equal(pixels, upsample(maps, (64, 48), mode))
+    np.testing.assert_allclose(viz.to_pixels(np.full((1, 3, 3), 2.0), 12), 2.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="pass m\\[None\\]"):
+        viz.to_pixels(maps[0], 64)
+
+
+def test_curves_png_smoke(tmp_path):
+    from libra_jax.report import plot_curves
+
+    r = np.linspace(0.1, 0.9, 9)
+    curves = {
+        (m, p): {"mif_correct": np.tile((1 - r * k)[:, None], 2), "lif_correct": np.tile((r * k)[:, None], 2)}
+        for k, (m, p) in enumerate([(m, p) for m in ("ixg", "gradcam", "ig") for p in ("vanilla", "libra")], 1)
+        for k in [k / 8]
+    }
+    plot_curves(curves, tmp_path / "curves.png", r)
+    image = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB"))
+    colours = {tuple(c) for c in image.reshape(-1, 3)}
+    assert all(c in colours for c in viz.CATEGORICAL[:3]) and viz.CATEGORICAL[3] not in colours  # one per method
+    with pytest.raises(ValueError, match="at most 10 methods"):
+        viz.line_panels([("t", "x", {(f"m{i}", "p"): r for i in range(11)})], r, "y")
 
 
 def test_grid_layout():
@@ -136,3 +194,10 @@ def test_save_png_rejects_bad_arrays(tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         viz.save_png(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32))
     assert os.listdir(tmp_path) == []
+
+
+def test_note_under_a_completeness_column():
+    from libra_jax.report import table_note
+
+    assert "FullGrad+" in table_note({("fullgrad_plus", "libra"): {"completeness_error": 11.4, "mif": 0.3}})
+    assert table_note({("gradcam", "libra"): {"completeness_error": float("nan"), "mif": 0.3}}) == ""

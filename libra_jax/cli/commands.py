@@ -4,23 +4,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from libra_jax.cli import demo, evaluate, explain, run, train
 from libra_jax.cli.options import UserError
+from libra_jax.run.lock import folder_lock
+from libra_jax.weights import hub
 
 COMMANDS = {"explain": explain, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
 
+LOCKED_FOLDER = {
+    "explain": lambda args: os.path.dirname(os.path.abspath(args.out)),
+    "demo": lambda args: args.out,
+    "evaluate": lambda args: args.out,
+}
+"""The output folder each command holds locked while it writes (`run` locks inside `run_dataset`)."""
 
-def _user_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report bad paths and values from a library function as one-line user errors."""
+
+def _user_errors(name: str, command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run `command` holding its output folder's lock; bad paths and values from a library function (including a
+    folder locked by another run) become one-line user errors, hub failures worded for the command line."""
+    folder = LOCKED_FOLDER.get(name)
 
     def wrapped(args: argparse.Namespace) -> int:
         try:
-            return command(args)
+            with folder_lock(folder(args)) if folder else contextlib.nullcontext():
+                return command(args)
         except (OSError, ValueError) as e:
-            raise UserError(str(e)) from None
+            raise UserError(hub.cli_message(e)) from None
 
     return wrapped
 
@@ -31,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
-        p.set_defaults(run=_user_errors(module.run))
+        p.set_defaults(run=_user_errors(name, module.run))
     return parser
 
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     viz.save_png(out / "grid.png", grid)
     print(f"wrote {out / 'grid.png'}", file=sys.stderr)
     print(f"\n{args.model} on {args.n} synthetic test images (+{args.n} two-object images):\n")
-    print(report.format_table(result.results))
+    print(report.format_table(result.results) + report.table_note(result.results))
     methods = list(dict.fromkeys(m for m, _ in result.results))
     meta = {"model": args.model, "data": "benchmark", "n": args.n, "methods": methods, "presets": list(DEMO_PRESETS)}
     for path in report.write_results(out, result.results, result.curves, meta, plot=True).values():

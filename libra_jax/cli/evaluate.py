@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     methods, presets = list(dict.fromkeys(m for m, _ in rows)), list(dict.fromkeys(p for _, p in rows))
     meta = {"model": args.model, "data": args.data, "n": args.n, "methods": methods, "presets": presets}
-    print(report.format_table(result.results))
+    print(report.format_table(result.results) + report.table_note(result.results))
     for path in report.write_results(args.out, result.results, result.curves, meta, args.plot).values():
         print(f"wrote {path}", file=sys.stderr)
     return 0

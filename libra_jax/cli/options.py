@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from libra_jax.methods.names import resolve_methods
 from libra_jax.rules import PRESETS
 from libra_jax.trained import EMBEDDED, load_model  # the one place the commands reach the embedded models
+from libra_jax.weights import hub
 
 
 class UserError(Exception):
@@ -105,4 +106,4 @@ def model_from(args: argparse.Namespace):
     try:
         return load_model(args.model, args.checkpoint, **dict(args.model_kw))
     except (OSError, ValueError, TypeError) as e:
-        raise UserError(f"cannot load model {args.model!r}: {e}") from None
+        raise UserError(f"cannot load model {args.model!r}: {hub.cli_message(e)}") from None

@@ -67,7 +67,8 @@ def attribution(
         example's y, enables several targets per image, e.g. `libra_jax.image_text.similarity_target`);
         default: the preset's.
       return_tokens: return (B, N) token maps including prefix tokens instead of (B, gh, gw).
-      check_inputs: validate shapes, NaN/inf and class indices (a host callback under jit).
+      check_inputs: validate shapes, NaN/inf, the pixel range `preprocess` produces and class indices (a host
+        callback under jit: `libra_jax.validate.jit` raises its errors like an eager call).
       chunk_size: evaluate the batch `chunk_size` examples at a time (`jax.lax.map`), so peak
         memory is that of one chunk; the maps are the same as unchunked. None: the whole batch at once.
       return_logits: also return the model output (B, K) of the forward the single-pass methods
@@ -130,10 +131,11 @@ def attribution(
         return out, logits if single else model.apply({"params": params}, x, rules)[0]
 
     def fn(params, x, y):
+        validate.require_targets(y)
         x = jnp.asarray(x)
         y = jnp.asarray(y)
         if check_inputs:
-            validate.check_images(x, cfg)
+            validate.check_images(x, cfg, model.data_config)
             if not callable(target):
                 validate.check_targets(y, cfg.num_classes, x.shape[0])
         multi = y.ndim == 2 + target_rank(target, y)

@@ -27,7 +27,7 @@ import numpy as np
 from libra_jax.data.imagenet import BadFileError, EvalDataset
 from libra_jax.methods.names import MethodTable
 from libra_jax.preprocess import normalise
-from libra_jax.run import distributed, manifest, store
+from libra_jax.run import distributed, lock, manifest, store
 from libra_jax.run.prefetch import prefetch
 from libra_jax.run.progress import Progress
 from libra_jax.run.sharding import data_mesh, fetch_local, local_rows, padded_size, replicate, shard_batch
@@ -248,8 +248,26 @@ def run_dataset(
     Returns:
       The manifest (see docs/run.md); results via `libra_jax.run.load_results(out_dir)`.
     Raises:
-      OSError(ENOSPC) on a full disk (rerun to resume); ValueError for labels the model cannot explain.
+      OSError(ENOSPC) on a full disk (rerun to resume); ValueError for labels the model cannot explain;
+      `lock.FolderLockedError` (an OSError) while another run writes `out_dir`.
     """
+    # one writer per folder: process 0 holds the lock for all processes of a multi-host run
+    with lock.folder_lock(out_dir) if jax.process_index() == 0 else contextlib.nullcontext():
+        return _run_dataset(model, params, dataset, methods, out_dir, options, provenance=provenance, mesh=mesh)
+
+
+def _run_dataset(
+    model,
+    params,
+    dataset: EvalDataset,
+    methods: MethodTable,
+    out_dir,
+    options: RunOptions = RunOptions(),
+    *,
+    provenance: Mapping[str, str | None] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict:
+    """`run_dataset` with the folder locked."""
     if tuple(dataset.data_config.input_size) != tuple(model.config.img_size):
         raise ValueError(
             f"the dataset makes {dataset.data_config.input_size} images but the model takes {model.config.img_size}"

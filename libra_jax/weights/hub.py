@@ -1,7 +1,9 @@
 """Hugging Face Hub access for timm checkpoints, with errors that say what to do.
 
 Files come from `huggingface_hub.hf_hub_download`, so HF_HUB_OFFLINE, HF_HUB_CACHE, HF_TOKEN and
-the local cache behave as everywhere else in the HF ecosystem.
+the local cache behave as everywhere else in the HF ecosystem. One exception: huggingface_hub retries
+a refused connection for about a minute, so the endpoint is probed first (one TCP connect, a 1.5 s
+timeout) and an unreachable Hub is treated like HF_HUB_OFFLINE (cached files still load).
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 HUB_PREFIXES = ("hf-hub:", "hf_hub:")
@@ -19,8 +24,15 @@ class HubError(OSError):
     """A file could not be obtained from the Hub (missing repo / revision / file, offline, no cache)."""
 
 
-class _NotCached(HubError):
-    pass
+class NotCachedError(HubError):
+    """A file is not in the local cache and the Hub is offline or unreachable.
+
+    `str(error)` advises Python users (`checkpoint=`); `cli_message` the command line (`--checkpoint`).
+    """
+
+    def __init__(self, message: str, cli_message: str):
+        super().__init__(message)
+        self.cli_message = cli_message
 
 
 class _NoSuchFile(HubError):
@@ -54,26 +66,59 @@ def _where(ref: HubRef) -> str:
     return f"HF repo {ref.repo_id}" + (f" @ {ref.revision}" if ref.revision else "")
 
 
-def _not_cached_message(ref: HubRef, what: str, cache_dir: str | os.PathLike | None) -> str:
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether a TCP connection to the HF endpoint (or the proxy configured for it) opens within `timeout` s."""
     from huggingface_hub import constants
 
-    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the Hub could not be reached"
-    return (
-        f"{what} of {_where(ref)} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {why}."
-        f" Download it once with network access (`hf download {ref.repo_id}`), point cache_dir= or"
-        " HF_HUB_CACHE at a cache that holds it, or pass checkpoint=<local file>."
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _not_cached(ref: HubRef, what: str, cache_dir: str | os.PathLike | None) -> NotCachedError:
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the Hub ({constants.ENDPOINT}) cannot be reached"
+    head = f"{what} of {_where(ref)} is not in the local cache ({cache_dir or constants.HF_HUB_CACHE}) and {why}."
+    fetch_once = f" Download it once with network access (`hf download {ref.repo_id}`), point"
+    return NotCachedError(
+        f"{head}{fetch_once} cache_dir= or HF_HUB_CACHE at a cache that holds it, or pass checkpoint=<local file>.",
+        f"{head}{fetch_once} HF_HUB_CACHE at a cache that holds it, or pass --checkpoint FILE.",
     )
 
 
-def fetch(ref: HubRef, filename: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Local path of `filename` in the repo (downloaded or from the cache); HubError otherwise."""
+def cli_message(error: BaseException) -> str:
+    """The message of `error` for command-line users (options, not Python arguments)."""
+    return error.cli_message if isinstance(error, NotCachedError) else str(error)
+
+
+def fetch(
+    ref: HubRef, filename: str, cache_dir: str | os.PathLike | None = None, *, online: bool | None = None
+) -> Path:
+    """Local path of `filename` in the repo (downloaded or from the cache); HubError otherwise.
+
+    online: whether to ask the Hub (default: unless HF_HUB_OFFLINE is set or `hub_reachable()` fails);
+      offline, only the cache is read.
+    """
     try:
-        from huggingface_hub import errors, hf_hub_download
+        from huggingface_hub import constants, errors, hf_hub_download
     except ImportError as e:
         raise ImportError("loading from the Hub needs huggingface_hub (pip install huggingface_hub)") from e
     where = _where(ref)
+    if online is None:
+        online = not constants.HF_HUB_OFFLINE and hub_reachable()
     try:
-        return Path(hf_hub_download(ref.repo_id, filename, revision=ref.revision, cache_dir=cache_dir))
+        path = hf_hub_download(
+            ref.repo_id, filename, revision=ref.revision, cache_dir=cache_dir, local_files_only=not online
+        )
+        return Path(path)
     except errors.GatedRepoError as e:
         raise HubError(f"{where} is gated: accept its terms on huggingface.co and log in (`hf auth login`)") from e
     except errors.RepositoryNotFoundError as e:
@@ -84,7 +129,7 @@ def fetch(ref: HubRef, filename: str, cache_dir: str | os.PathLike | None = None
     except errors.RevisionNotFoundError as e:
         raise HubError(f"{where}: revision {ref.revision!r} not found") from e
     except errors.LocalEntryNotFoundError as e:
-        raise _NotCached(_not_cached_message(ref, filename, cache_dir)) from e
+        raise _not_cached(ref, filename, cache_dir) from e
     except errors.EntryNotFoundError as e:
         raise _NoSuchFile(f"{where} has no file {filename}") from e
     except (errors.HfHubHTTPError, OSError) as e:
@@ -102,7 +147,7 @@ def fetch_config(
     cached and not `required`."""
     try:
         path = fetch(ref, filename, cache_dir)
-    except (_NotCached, _NoSuchFile):
+    except (NotCachedError, _NoSuchFile):
         if required:
             raise
         return None
@@ -116,14 +161,17 @@ def fetch_weights(
     ref: HubRef, cache_dir: str | os.PathLike | None = None, filenames: tuple[str, ...] = WEIGHT_FILES
 ) -> Path:
     """The repo's first weights file of `filenames` (default `model.safetensors`, then `pytorch_model.bin`)."""
+    from huggingface_hub import constants
+
+    online = not constants.HF_HUB_OFFLINE and hub_reachable()  # one probe for all the file names
     failures: list[HubError] = []
     for filename in filenames:
         try:
-            return fetch(ref, filename, cache_dir)
-        except (_NotCached, _NoSuchFile) as e:
+            return fetch(ref, filename, cache_dir, online=online)
+        except (NotCachedError, _NoSuchFile) as e:
             failures.append(e)
-    if any(isinstance(e, _NotCached) for e in failures):
-        raise HubError(_not_cached_message(ref, " / ".join(filenames), cache_dir)) from failures[0]
+    if any(isinstance(e, NotCachedError) for e in failures):
+        raise _not_cached(ref, " / ".join(filenames), cache_dir) from failures[0]
     raise HubError(f"{_where(ref)} has no weights file ({' or '.join(filenames)})") from failures[-1]
 
 
