@@ -47,9 +47,10 @@ def target_function(rules: Rules, target: str | Target | None) -> Target:
     return f
 
 
-def probe_template(model, x: jax.Array) -> dict:
-    """Zero probes for one example x (H, W, C), shaped by tracing `model.init` abstractly."""
-    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+def probe_template(model, x) -> dict:
+    """Zero probes for one example x (an image (H, W, C), or a pytree of arrays such as a text model's
+    `TextInputs`), shaped by tracing `model.init` abstractly."""
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)[PROBES]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
