@@ -1,12 +1,14 @@
 """Decoder LMs (models/decoder.py) against transformers' PyTorch models, through the real loader.
 
 Tiny random Llama (GQA, llama3 rope scaling, sharded checkpoint), Mistral (sliding window), Qwen2 (q/k/v
-bias, tied embeddings) and Qwen3 (q/k norm, head_dim ≠ hidden/heads) are built with transformers, their
-norm weights and biases re-randomised, saved with `save_pretrained` into a fake offline HF cache and loaded
-by hub name. Checked: logits within 1e-4 at `highest` precision; a left-padded batch equals the unpadded
-prompts; greedy continuation equals `generate(do_sample=False)`; FullGrad sums to the next-token logit
-under `libra_logit` (not under `vanilla`), with exactly zero attribution on padding; the `attnlrp` preset
-equals a stop-gradient reference written here; bad input raises clear errors.
+bias, tied embeddings), Qwen3 (q/k norm, head_dim ≠ hidden/heads), GPT-2 (learned positions, Conv1D,
+LayerNorm, gelu_new), Gemma 2 (attention and final soft-capping, alternating sliding layers) and Gemma 3
+(q/k norm, per-layer-type RoPE with linear scaling) are built with transformers, their norm weights and
+biases re-randomised, saved with `save_pretrained` into a fake offline HF cache and loaded by hub name.
+Checked: logits within 1e-4 at `highest` precision; a left-padded batch equals the unpadded prompts; greedy
+continuation equals `generate(do_sample=False)`; FullGrad sums to the next-token logit under `libra_logit`
+(not under `vanilla`), with exactly zero attribution on padding; the `attnlrp` preset equals a
+stop-gradient reference written here; bad input raises clear errors.
 """
 
 from __future__ import annotations
@@ -48,25 +50,52 @@ LLAMA3_ROPE = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 8,
 }
+GEMMA = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=4, pad_token_id=0)
 CASES = {
-    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(rope_parameters=LLAMA3_ROPE, mlp_bias=True), "2KB"),
-    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=4), None),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True), None),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16), None),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(COMMON, rope_parameters=LLAMA3_ROPE, mlp_bias=True), "2KB"),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(COMMON, sliding_window=4), None),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(COMMON, tie_word_embeddings=True), None),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(COMMON, head_dim=16), None),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+        None,
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        dict(COMMON, **GEMMA, attn_logit_softcapping=2.0, final_logit_softcapping=1.5),
+        None,
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        dict(
+            COMMON,
+            **GEMMA,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+            },
+        ),
+        None,
+    ),
 }
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def build_torch(case: str):
-    config_cls, model_cls, extra, _ = CASES[case]
+    config_cls, model_cls, kwargs, _ = CASES[case]
     torch.manual_seed(0)
-    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**COMMON, **extra)).eval()
+    model = getattr(transformers, model_cls)(getattr(transformers, config_cls)(**kwargs)).eval()
     with torch.no_grad():  # non-trivial norm scales and biases, so their parity and bias maps are tested
         for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.5 * torch.randn_like(p))
-            elif name.endswith("bias"):
+            if name.endswith("bias"):
                 p.copy_(0.5 * torch.randn_like(p))
+            elif "norm" in name or ".ln_" in name:  # Gemma's RMSNorm scales by 1 + w
+                p.copy_((0 if case.startswith("gemma") else 1) + 0.5 * torch.randn_like(p))
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     return model
