@@ -22,6 +22,7 @@ import pytest
 
 from libra_jax.methods import core, maps
 from libra_jax.models.decoder import decoder_inputs
+from libra_jax.ops.softcap import softcap
 from libra_jax.rules import PRESETS
 from libra_jax.text.decoder_loading import config_from_hf, load_decoder
 from libra_jax.text.generate import greedy_continuation
@@ -59,7 +60,7 @@ CASES = {
     "gpt2": (
         "GPT2Config",
         "GPT2LMHeadModel",
-        dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+        dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2),
         None,
     ),
     "gemma2": (
@@ -121,12 +122,20 @@ def case(request, tmp_path_factory):
         mp.setattr(hf_constants, "HF_HUB_OFFLINE", True)
         model, params = load_decoder(f"tiny/{name}", cache_dir=root)
     ids = np.random.RandomState(1).randint(3, VOCAB, (2, N))
-    return {"name": name, "torch": torch_model, "model": model, "params": params, "ids": ids, "root": root}
+    return {
+        "name": name,
+        "torch": torch_model,
+        "model": model,
+        "params": params,
+        "ids": ids,
+        "root": root,
+        "apply": jax.jit(model.apply),  # one wrapper per model, so each input shape compiles once
+    }
 
 
 def jax_logits(case, ids, mask=None):
     with jax.default_matmul_precision("highest"):
-        logits, _ = jax.jit(case["model"].apply)({"params": case["params"]}, decoder_inputs(ids, mask))
+        logits, _ = case["apply"]({"params": case["params"]}, decoder_inputs(ids, mask))
     return np.asarray(logits)
 
 
@@ -260,3 +269,14 @@ def test_bad_inputs_raise_clear_errors(case):
     cfg = json.loads((case["root"] / "models--tiny--llama" / "snapshots" / COMMIT / "config.json").read_text())
     with pytest.raises(ValueError, match="unsupported decoder model_type 'falcon'"):
         config_from_hf({**cfg, "model_type": "falcon"})
+
+
+def test_softcap_gate_rule():
+    """c·tanh(x/c): 'detach' backward is the gate tanh(u)/u (so x·grad = value), 'plain' the true derivative."""
+    x = jnp.array([-40.0, -3.0, -1e-6, 0.0, 2e-5, 0.7, 25.0])
+    cap = 5.0
+    value, grad = jax.vmap(jax.value_and_grad(lambda t: softcap(t, cap, "detach")))(x)
+    np.testing.assert_allclose(value, cap * np.tanh(np.asarray(x) / cap), rtol=1e-6)
+    np.testing.assert_allclose(x * grad, value, rtol=1e-6, atol=1e-12)
+    plain = jax.vmap(jax.grad(lambda t: softcap(t, cap, "plain")))(x)
+    np.testing.assert_allclose(plain, 1 - np.tanh(np.asarray(x, np.float64) / cap) ** 2, rtol=1e-5, atol=1e-6)
