@@ -24,9 +24,9 @@ from libra_jax.methods import core, maps
 from libra_jax.models.decoder import decoder_inputs
 from libra_jax.ops.softcap import softcap
 from libra_jax.rules import PRESETS
-from libra_jax.text.decoder_loading import config_from_hf, load_decoder
+from libra_jax.text.decoder_loading import config_from_hf, convert, load_decoder, read_safetensors
 from libra_jax.text.generate import greedy_continuation
-from libra_jax.text.next_token import next_token_target, target_at
+from libra_jax.text.next_token import contrast_target, next_token_target, target_at
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -280,3 +280,44 @@ def test_softcap_gate_rule():
     np.testing.assert_allclose(x * grad, value, rtol=1e-6, atol=1e-12)
     plain = jax.vmap(jax.grad(lambda t: softcap(t, cap, "plain")))(x)
     np.testing.assert_allclose(plain, 1 - np.tanh(np.asarray(x, np.float64) / cap) ** 2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["llama"], indirect=True)
+def test_targets_and_contrast_completeness(case):
+    """log-prob / prob targets equal torch's; the logit contrast a − b is FullGrad-complete under libra_logit."""
+    ids = case["ids"][0]
+    with torch.no_grad():
+        ref = torch.log_softmax(case["torch"](torch.tensor(ids)[None]).logits[0, 5], -1).numpy()
+    logits = jnp.asarray(jax_logits(case, ids[None])[0])
+    y = target_at(5, 17)
+    np.testing.assert_allclose(next_token_target("log_prob")(logits, y), ref[17], rtol=1e-5)
+    np.testing.assert_allclose(next_token_target("prob")(logits, y), np.exp(ref[17]), rtol=1e-5)
+    with pytest.raises(ValueError, match="next-token target kind 'score'"):
+        next_token_target("score")
+    with jax.default_matmul_precision("highest"):
+        rec = core.single_pass(
+            case["model"],
+            case["params"],
+            decoder_inputs(ids),
+            target_at(N - 1, 17, 40),
+            PRESETS["libra_logit"],
+            contrast_target(),
+        )
+    f = float(rec["target"])
+    np.testing.assert_allclose(f, float(logits[N - 1, 17] - logits[N - 1, 40]), rtol=1e-5)
+    assert abs(float(maps.fullgrad(rec, case["model"]).sum()) - f) <= 1e-5 * abs(f) + 1e-5
+
+
+@pytest.mark.parametrize("case", ["llama"], indirect=True)
+def test_loader_reports_key_diff_and_reads_folders(case):
+    snapshot = case["root"] / "models--tiny--llama" / "snapshots" / COMMIT
+    model, params = load_decoder(snapshot)  # a save_pretrained folder, sharded
+    assert jax.tree.all(jax.tree.map(np.array_equal, params, case["params"]))
+    state = read_safetensors(sorted(snapshot.glob("*.safetensors")))
+    state["model.layers.0.self_attn.rotary.weight"] = state.pop("model.layers.1.mlp.up_proj.weight")
+    with pytest.raises(ValueError) as err:
+        convert(model, state, source="edited")
+    assert "- blocks_1/mlp/fc1_x/kernel" in str(err.value)
+    assert "+ model.layers.0.self_attn.rotary.weight" in str(err.value)
+    with pytest.raises(ValueError, match="neither a local folder nor a hub name"):
+        load_decoder("not-a-folder-or-repo")
