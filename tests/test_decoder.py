@@ -321,3 +321,30 @@ def test_loader_reports_key_diff_and_reads_folders(case):
     assert "+ model.layers.0.self_attn.rotary.weight" in str(err.value)
     with pytest.raises(ValueError, match="neither a local folder nor a hub name"):
         load_decoder("not-a-folder-or-repo")
+
+
+def test_config_from_older_gemma3_json():
+    """Pre-v5 Gemma 3 config.json: no layer_types (every 6th layer global), rope_scaling + rope_local_base_freq."""
+    cfg = config_from_hf(
+        {
+            "model_type": "gemma3_text",
+            "vocab_size": 262208,
+            "hidden_size": 2560,
+            "num_hidden_layers": 8,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 4,
+            "head_dim": 256,
+            "intermediate_size": 10240,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": 256,
+            "rope_theta": 1000000.0,
+            "rope_local_base_freq": 10000.0,
+            "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+            "sliding_window": 1024,
+            "sliding_window_pattern": 6,
+        }
+    )
+    assert [cfg.is_sliding(i) for i in range(8)] == [True] * 5 + [False] + [True] * 2
+    assert (cfg.rope_theta, cfg.rope_scaling.kind, cfg.rope_scaling.factor) == (1e6, "linear", 8.0)
+    assert (cfg.local_rope_theta, cfg.local_rope_scaling.kind) == (1e4, "default")
+    assert cfg.act == "gelu_tanh" and cfg.tie_embeddings and cfg.qk_norm and cfg.norm_offset == 1.0

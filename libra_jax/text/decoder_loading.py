@@ -113,7 +113,9 @@ def _llama(cfg: Mapping) -> dict:
     }
 
 
-def _gemma(cfg: Mapping) -> dict:
+def _gemma(cfg: Mapping, pattern: int) -> dict:
+    """Gemma 2 / 3 fields; configs without `layer_types` make every `pattern`-th layer global (transformers'
+    default: Gemma 2 alternates, Gemma 3 has `sliding_window_pattern`, 6)."""
     params = dict(cfg.get("rope_parameters") or {})
     if "full_attention" in params:  # transformers ≥ 5: one RoPE per layer type
         theta, scaling = _rope(params["full_attention"], cfg)
@@ -121,7 +123,9 @@ def _gemma(cfg: Mapping) -> dict:
     else:
         theta, scaling = _rope(params or dict(cfg.get("rope_scaling") or {}), cfg)
         local = (float(cfg.get("rope_local_base_freq", theta)), RopeScaling())
-    layer_types = cfg.get("layer_types")
+    layer_types = cfg.get("layer_types") or [
+        "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(cfg["num_hidden_layers"])
+    ]
     return {
         **_llama(cfg),
         "rope_theta": theta,
@@ -135,7 +139,7 @@ def _gemma(cfg: Mapping) -> dict:
         "attn_softcap": cfg.get("attn_logit_softcapping"),
         "final_softcap": cfg.get("final_logit_softcapping"),
         "sliding_window": cfg.get("sliding_window"),
-        "layer_types": None if layer_types is None else tuple(layer_types),
+        "layer_types": tuple(layer_types),
         "tie_embeddings": bool(cfg.get("tie_word_embeddings", True)),
     }
 
@@ -180,8 +184,10 @@ FAMILIES: dict[str, Family] = {
     "mistral": Family(lambda cfg: {**_llama(cfg), "sliding_window": cfg.get("sliding_window")}),
     "qwen2": Family(lambda cfg: {**_llama(cfg), "qkv_bias": True, "o_bias": False}),
     "qwen3": Family(lambda cfg: {**_llama(cfg), "qk_norm": True}),
-    "gemma2": Family(_gemma, GEMMA_KEYS),
-    "gemma3_text": Family(lambda cfg: {**_gemma(cfg), "qk_norm": True}, GEMMA_KEYS),
+    "gemma2": Family(lambda cfg: _gemma(cfg, 2), GEMMA_KEYS),
+    "gemma3_text": Family(
+        lambda cfg: {**_gemma(cfg, cfg.get("sliding_window_pattern", 6)), "qk_norm": True}, GEMMA_KEYS
+    ),
     "gpt2": Family(_gpt2, GPT2_KEYS, GPT2_BUFFERS),
 }
 """transformers model_type → its `Family`."""
