@@ -255,6 +255,15 @@ def test_attnlrp_equals_stop_gradient_reference(case):
     np.testing.assert_allclose(float(f), float(rec["target"]), rtol=1e-5)
     np.testing.assert_allclose(ours, ref, atol=1e-5 * np.abs(ref).max(), rtol=1e-4)
     assert np.abs(ref).max() > 0
+    rematted = jax.jit(core.single_pass, static_argnums=(0, 4, 5))(
+        model.clone(remat=True),
+        params,
+        decoder_inputs(ids),
+        target_at(N - 1, token),
+        PRESETS["attnlrp"],
+        next_token_target("logit"),
+    )  # per-block rematerialisation changes memory, not the record
+    np.testing.assert_allclose(np.asarray(maps.ixg(rematted, model)), ours, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("case", ["llama"], indirect=True)

@@ -327,13 +327,18 @@ def _from_hub(ref: hub.HubRef, cache_dir) -> tuple[dict, list[Path]]:
 
 
 def load_decoder(
-    name: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None, strict: bool = True
+    name: str | os.PathLike,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    strict: bool = True,
+    remat: bool = False,
 ) -> tuple[Decoder, dict]:
     """(model, params) from a `save_pretrained` folder or a hub name ('org/name[@rev]', 'hf-hub:org/name').
 
-    Hub files come through huggingface_hub (HF_HUB_OFFLINE, HF_HUB_CACHE and `cache_dir` apply).
+    Hub files come through huggingface_hub (HF_HUB_OFFLINE, HF_HUB_CACHE and `cache_dir` apply). `remat`:
+    recompute block activations in the backward (`Decoder.remat`).
     """
     path = Path(name)
     cfg, files = _from_folder(path) if path.is_dir() else _from_hub(_hub_ref(str(name)), cache_dir)
-    model = Decoder(config_from_hf(cfg))
+    model = Decoder(config_from_hf(cfg), remat=remat)
     return model, convert(model, read_safetensors(files), source=str(name), strict=strict)
