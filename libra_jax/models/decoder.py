@@ -263,7 +263,7 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Decoder LM: word embedding → blocks → final RMSNorm → LM head (tied or not). See the module docstring."""
+    """Decoder LM: embeddings → blocks → final norm → LM head (tied or not) [→ soft-cap]. See the module docstring."""
 
     config: DecoderConfig
     remat: bool = False
