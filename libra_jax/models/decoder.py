@@ -1,0 +1,358 @@
+"""Decoder-only language models (Hugging Face Llama / Mistral / Qwen2 / Qwen3, GPT-2, Gemma 2 / 3 layouts)
+in Flax Linen, with LibraGrad rules and probes, as one configurable model.
+
+    model = Decoder(config)
+    logits, aux = model.apply({"params": params}, DecoderInputs(ids, attention_mask), rules)
+
+ids (..., N) int, attention_mask (..., N) 1 = token / 0 = padding; logits (..., N, V) are the next-token
+logits at every position. Prompts may be LEFT-padded: position ids come from the mask (as transformers
+computes them in `generate`) and padded keys are masked out, so a padded batch equals its unpadded prompts
+and padded positions get exactly zero gradient (nothing real reads them).
+
+The forward is the VisionTransformer contract (models/vit.py): `aux["tokens"]` is h₀ (the word
+embeddings, ×√C for Gemma, + learned positions for GPT-2), `aux["blocks"][i]` = {"out", "attn",
+"post_attn"}, zero probes sit at h₀, on every block output, on every attention matrix and on every bias;
+`bias_group` places bias maps for FullGrad; the split points are `embed` / `forward_tokens`.
+Rules: RMSNorm rms / LayerNorm σ constant (`ops.rms_norm`, `layers.LayerNorm`), A constant after RoPE,
+masking and soft-capping (`ops.attention`), activation gates constant and ½ on gated products
+(`layers.Mlp` / `layers.GluMlp`), final logit soft-capping c·tanh(z/c) with its gate tanh(z/c)/(z/c)
+constant (`ops/softcap.py`). Every map is then linear in h₀ and the biases under `libra_logit`, so
+FullGrad sums to the explained (soft-capped) logit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import struct
+
+from libra_jax import ops
+from libra_jax.models.layers import GluMlp, LayerNorm, Linear, Mlp, merge_heads, probe, split_heads, zero_probe
+from libra_jax.models.rope1d import RopeScaling, apply_rope_half, inverse_frequencies, rope_angles
+from libra_jax.ops.softcap import softcap
+from libra_jax.rules import PRESETS, Rules
+from libra_jax.validate import runtime_check
+
+VANILLA = PRESETS["vanilla"]
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+@struct.dataclass
+class DecoderInputs:
+    """ids (..., N) int32 token ids; attention_mask (..., N) int32, 1 = token, 0 = (left) padding."""
+
+    ids: jax.Array
+    attention_mask: jax.Array
+
+
+def decoder_inputs(ids, attention_mask=None) -> DecoderInputs:
+    """`DecoderInputs` from array-likes (mask defaults to all ones); ValueError on non-integer ids or a
+    mask of another shape."""
+    ids = jnp.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"token ids must be integers; got dtype {ids.dtype} (tokenize the text first)")
+    mask = jnp.ones_like(ids) if attention_mask is None else jnp.asarray(attention_mask)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask has shape {mask.shape} but the ids have {ids.shape}; pass one per id")
+    return DecoderInputs(ids.astype(jnp.int32), mask.astype(jnp.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Architecture of a decoder LM (field names follow transformers' config.json where they exist).
+
+    num_kv_heads < num_heads is grouped-query attention (k/v shared by num_heads/num_kv_heads queries).
+    qkv_bias: q/k/v projections carry biases (Qwen2, GPT-2). qk_norm: per-head norm of q and k before RoPE
+    (Qwen3, Gemma 3). sliding_window: keys further than this many positions back are masked, in the layers
+    whose `layer_types` entry is "sliding_attention" (all layers when layer_types is None: Mistral).
+    tie_embeddings: the LM head is the transposed word embedding.
+    norm: "rms" or "layer" (LayerNorm with bias, GPT-2); norm_offset: RMSNorm scales by (offset + w)
+    (Gemma: 1). positions: "rope" or "learned" (GPT-2, added to h₀). fused_qkv: one q/k/v projection
+    ('qkv', GPT-2's c_attn). gated_mlp: act(gate)·up (False: fc1 → act → fc2). embed_scale: h₀ = word
+    embedding × √hidden_size (Gemma). sandwich_norms: norms on the attention and MLP outputs too (Gemma 2/3).
+    attn_scale: logit scale (None: head_dim^−½). attn_softcap / final_softcap: c of c·tanh(x/c) on the
+    attention logits / the output logits (Gemma 2). local_rope_theta / local_rope_scaling: RoPE of the
+    sliding layers when it differs (Gemma 3).
+    """
+
+    family: str = "llama"
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    head_dim: int = 128
+    intermediate_size: int = 11008
+    act: str = "silu"
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling = RopeScaling()
+    max_positions: int = 2048
+    qkv_bias: bool = False
+    o_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    sliding_window: int | None = None
+    layer_types: tuple[str, ...] | None = None
+    tie_embeddings: bool = False
+    norm: str = "rms"
+    norm_offset: float = 0.0
+    positions: str = "rope"
+    fused_qkv: bool = False
+    gated_mlp: bool = True
+    embed_scale: bool = False
+    sandwich_norms: bool = False
+    attn_scale: float | None = None
+    attn_softcap: float | None = None
+    final_softcap: float | None = None
+    local_rope_theta: float | None = None
+    local_rope_scaling: RopeScaling | None = None
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_heads} is not a multiple of num_key_value_heads {self.num_kv_heads}"
+            )
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head_dim; got {self.head_dim}")
+        choices = {"norm": ("rms", "layer"), "positions": ("rope", "learned")}
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"DecoderConfig.{field}={getattr(self, field)!r}; expected one of {allowed}")
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.num_layers or not set(self.layer_types) <= set(LAYER_TYPES):
+                raise ValueError(
+                    f"layer_types must name one of {LAYER_TYPES} per layer ({self.num_layers}); got {self.layer_types}"
+                )
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether layer `layer` masks keys beyond the sliding window."""
+        if self.sliding_window is None:
+            return False
+        return self.layer_types is None or self.layer_types[layer] == "sliding_attention"
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """No class / register tokens: every position is a text token."""
+        return 0
+
+    @property
+    def num_classes(self) -> int:
+        """The 'classes' of the logits' last axis: the vocabulary."""
+        return self.vocab_size
+
+    def replace(self, **changes) -> DecoderConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def position_ids(attention_mask: jax.Array) -> jax.Array:
+    """(..., N) positions counted over real tokens only (left padding shifts nothing); padded slots get 1,
+    as transformers' `generate` fills them."""
+    mask = attention_mask.astype(jnp.int32)
+    return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, 1)
+
+
+def attention_mask_bias(attention_mask: jax.Array, sliding_window: int | None, dtype) -> jax.Array:
+    """Additive (..., 1, N, N) logit bias: 0 where query i may read key j (j ≤ i, j a real token, and
+    i − j < sliding_window when set), finfo.min elsewhere. The diagonal is always open so a padded query
+    row is never empty (its output is never read by a real position)."""
+    n = attention_mask.shape[-1]
+    i, j = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
+    allowed = (j <= i) & attention_mask.astype(bool)[..., None, :]
+    if sliding_window is not None:
+        allowed = allowed & (i - j < sliding_window)
+    allowed = allowed | (i == j)
+    return jnp.where(allowed, 0.0, jnp.finfo(dtype).min).astype(dtype)[..., None, :, :]
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) · (offset + γ) over the last axis with the LibraGrad rule (`rules.norm`: rms constant)."""
+
+    eps: float = 1e-6
+    offset: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        init = nn.initializers.zeros if self.offset else nn.initializers.ones
+        scale = self.offset + self.param("scale", init, (x.shape[-1],)).astype(x.dtype)
+        return ops.rms_norm(x, scale, eps=self.eps, rule=rules.norm)
+
+
+def make_norm(cfg: DecoderConfig, name: str) -> nn.Module:
+    """The config's norm module (RMSNorm or LayerNorm), called as norm(x, rules)."""
+    if cfg.norm == "layer":
+        return LayerNorm(cfg.norm_eps, name=name)
+    return RMSNorm(cfg.norm_eps, cfg.norm_offset, name=name)
+
+
+class DecoderAttention(nn.Module):
+    """Causal self-attention with GQA, optional split-half RoPE, q/k/v bias, q/k norm and logit soft-capping.
+
+    Returns (out (..., N, C), A (..., H, N, N)). A zero probe named 'attn' sits on A; the attention rule
+    acts after RoPE, soft-capping and masking.
+    """
+
+    config: DecoderConfig
+
+    def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        cfg = self.config
+        d, h, kv = cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
+        if cfg.fused_qkv:
+            q, k, v = jnp.split(Linear((h + 2 * kv) * d, cfg.qkv_bias, name="qkv")(x), [h * d, (h + kv) * d], -1)
+        else:
+            q = Linear(h * d, cfg.qkv_bias, name="q_proj")(x)
+            k = Linear(kv * d, cfg.qkv_bias, name="k_proj")(x)
+            v = Linear(kv * d, cfg.qkv_bias, name="v_proj")(x)
+        return split_heads(q, h), split_heads(k, kv), split_heads(v, kv)
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, rules: Rules, bias: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """x (..., N, C); bias (..., 1, N, N) the mask; rope (sin, cos) (..., N, head_dim) or None."""
+        cfg = self.config
+        h, kv = cfg.num_heads, cfg.num_kv_heads
+        q, k, v = self._project(x)
+        if cfg.qk_norm:
+            q = RMSNorm(cfg.norm_eps, cfg.norm_offset, name="q_norm")(q, rules)
+            k = RMSNorm(cfg.norm_eps, cfg.norm_offset, name="k_norm")(k, rules)
+        if rope is not None:
+            q, k = apply_rope_half(q, *rope), apply_rope_half(k, *rope)
+        # GQA: each k/v head serves h/kv consecutive query heads; the repeat's gradient sums back over them.
+        k, v = (jnp.repeat(t, h // kv, axis=-3) for t in (k, v))
+        scale = cfg.head_dim**-0.5 if cfg.attn_scale is None else cfg.attn_scale
+        if cfg.attn_softcap is not None:
+            # c·tanh(s/c) enters as the additive correction c·tanh(s/c) − s to the logits s: the value is
+            # exact, and every rule sees the true chain (q/k/bias are detached together under "detach").
+            s = jnp.einsum("...hqd,...hkd->...hqk", q * scale, k)
+            bias = bias + softcap(s, cfg.attn_softcap) - s
+        n = x.shape[-2]
+        p = zero_probe(self, "attn", (*x.shape[:-2], h, n, n), x.dtype)
+        out, attn = ops.attention(q, k, v, bias, p, scale=scale, rule=rules.attention)
+        return Linear(x.shape[-1], cfg.o_bias, name="o_proj")(merge_heads(out)), attn
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)); with sandwich norms the sublayer outputs
+    are normed too (attn_out_norm, mlp_out_norm). The output carries the probe 'out'."""
+
+    config: DecoderConfig
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, rules: Rules, bias: jax.Array, rope: tuple[jax.Array, jax.Array] | None
+    ) -> tuple[jax.Array, dict]:
+        cfg = self.config
+        a, attn = DecoderAttention(cfg, name="attn")(make_norm(cfg, "norm1")(x, rules), rules, bias, rope)
+        if cfg.sandwich_norms:
+            a = make_norm(cfg, "attn_out_norm")(a, rules)
+        x = x + a
+        post_attn = x
+        if cfg.gated_mlp:
+            mlp = GluMlp(cfg.intermediate_size, act=cfg.act, bias=cfg.mlp_bias, packed=False, name="mlp")
+        else:
+            mlp = Mlp(cfg.intermediate_size, act=cfg.act, bias=cfg.mlp_bias, name="mlp")
+        m = mlp(make_norm(cfg, "norm2")(x, rules), rules)
+        if cfg.sandwich_norms:
+            m = make_norm(cfg, "mlp_out_norm")(m, rules)
+        x = probe(self, "out", x + m)
+        return x, {"attn": attn, "post_attn": post_attn}
+
+
+class Decoder(nn.Module):
+    """Decoder LM: embeddings → blocks → final norm → LM head (tied or not) [→ soft-cap]. See the module docstring."""
+
+    config: DecoderConfig
+    remat: bool = False
+    """Recompute each block's activations in the backward pass instead of storing them (long prompts: less
+    memory, ~1/3 more compute). Param names are unchanged, so checkpoints load either way."""
+
+    def setup(self):
+        cfg = self.config
+        init = nn.initializers.normal(0.02)
+        self.embed_tokens = self.param("embed_tokens", init, (cfg.vocab_size, cfg.hidden_size))
+        if cfg.positions == "learned":
+            self.embed_positions = self.param("embed_positions", init, (cfg.max_positions, cfg.hidden_size))
+        block = nn.remat(DecoderBlock, static_argnums=(2,)) if self.remat else DecoderBlock  # 2 = rules (0 is self)
+        self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.num_layers)]
+        self.norm = make_norm(cfg, "norm")
+        self.lm_head = None if cfg.tie_embeddings else Linear(cfg.vocab_size, use_bias=False, name="lm_head")
+
+    @staticmethod
+    def bias_group(path: str) -> tuple[str, int | None]:
+        """Where FullGrad puts the bias map of the bias probe at `path` (as `VisionTransformer.bias_group`):
+        ('block', l) inside block l; ('end', None) for per-token modules after the blocks."""
+        top = path.split("/")[0]
+        if top.startswith("blocks_"):
+            return "block", int(top.split("_")[1])
+        return "end", None
+
+    def check_inputs(self, inputs: DecoderInputs) -> None:
+        """Clear errors for ids outside the vocabulary (also under jit), a prompt longer than the context,
+        a mask of another shape."""
+        cfg = self.config
+        n = inputs.ids.shape[-1]
+        if inputs.attention_mask.shape != inputs.ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {inputs.attention_mask.shape} but the ids have {inputs.ids.shape}"
+            )
+        if n > cfg.max_positions:
+            raise ValueError(
+                f"{n} tokens exceed the model's context of {cfg.max_positions} positions"
+                " (max_position_embeddings); truncate or split the prompt"
+            )
+        runtime_check(
+            ((inputs.ids < 0) | (inputs.ids >= cfg.vocab_size)).any(),
+            f"token ids must lie in [0, {cfg.vocab_size}) (the model's vocabulary); was the text tokenized with"
+            " another model's tokenizer?",
+        )
+
+    def embed(self, inputs: DecoderInputs) -> jax.Array:
+        """h₀ = word embeddings (×√C with embed_scale; + learned position embeddings): ids (..., N) → (..., N, C)."""
+        self.check_inputs(inputs)
+        cfg = self.config
+        x = self.embed_tokens[inputs.ids]
+        if cfg.embed_scale:
+            x = x * jnp.asarray(cfg.hidden_size**0.5, x.dtype)  # rounded to the compute dtype, as transformers
+        if cfg.positions == "learned":
+            x = x + self.embed_positions[position_ids(inputs.attention_mask)]
+        return x
+
+    def _rope(self, positions: jax.Array, sliding: bool) -> tuple[jax.Array, jax.Array] | None:
+        cfg = self.config
+        if cfg.positions != "rope":
+            return None
+        theta, scaling = cfg.rope_theta, cfg.rope_scaling
+        if sliding and cfg.local_rope_theta is not None:
+            theta, scaling = cfg.local_rope_theta, cfg.local_rope_scaling or RopeScaling()
+        return rope_angles(positions, inverse_frequencies(cfg.head_dim, theta, scaling))
+
+    def forward_tokens(
+        self, tokens: jax.Array, attention_mask: jax.Array, rules: Rules = VANILLA
+    ) -> tuple[jax.Array, dict]:
+        """Run the network from h₀ (..., N, C) with the (..., N) 1/0 mask; returns (logits (..., N, V), aux)."""
+        cfg = self.config
+        tokens = probe(self, "tokens", tokens)
+        positions = position_ids(attention_mask)
+        context = {  # (mask bias, RoPE table) for full and for sliding-window layers, built once
+            sliding: (
+                attention_mask_bias(attention_mask, cfg.sliding_window if sliding else None, tokens.dtype),
+                self._rope(positions, sliding),
+            )
+            for sliding in {cfg.is_sliding(i) for i in range(cfg.num_layers)}
+        }
+        x, blocks = tokens, []
+        for i, block in enumerate(self.blocks):
+            x, block_aux = block(x, rules, *context[cfg.is_sliding(i)])
+            blocks.append({"out": x, **block_aux})
+        x = self.norm(x, rules)
+        logits = x @ self.embed_tokens.T.astype(x.dtype) if self.lm_head is None else self.lm_head(x)
+        if cfg.final_softcap is not None:
+            logits = softcap(logits, cfg.final_softcap, rules.activation)
+        return logits, {"tokens": tokens, "blocks": blocks, "features": x}
+
+    def __call__(self, inputs: DecoderInputs, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
+        return self.forward_tokens(self.embed(inputs), inputs.attention_mask, rules)
