@@ -20,10 +20,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from libra_jax import hub
-from libra_jax.checkpoint import describe_diff, flatten, unflatten
 from libra_jax.models.decoder import Decoder, DecoderConfig, decoder_inputs
 from libra_jax.models.rope1d import RopeScaling
+from libra_jax.weights import hub
+from libra_jax.weights.keymap import describe_diff, flatten, unflatten
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -308,16 +308,6 @@ def _from_folder(path: Path) -> tuple[dict, list[Path]]:
     raise FileNotFoundError(f"{path} has {CONFIG_FILE} but neither {WEIGHTS_FILE} nor {INDEX_FILE}")
 
 
-def _hub_ref(name: str) -> hub.HubRef:
-    ref = hub.parse_hub_name(name)
-    if ref is not None:
-        return ref
-    repo, _, revision = name.partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise ValueError(f"{name!r} is neither a local folder nor a hub name 'org/name[@revision]'")
-    return hub.HubRef(repo, revision or None)
-
-
 def _from_hub(ref: hub.HubRef, cache_dir) -> tuple[dict, list[Path]]:
     cfg = hub.fetch_config(ref, cache_dir)
     index = hub.fetch_config(ref, cache_dir, required=False, filename=INDEX_FILE)
@@ -339,6 +329,9 @@ def load_decoder(
     recompute block activations in the backward (`Decoder.remat`).
     """
     path = Path(name)
-    cfg, files = _from_folder(path) if path.is_dir() else _from_hub(_hub_ref(str(name)), cache_dir)
+    ref = None if path.is_dir() else hub.repo_ref(str(name))
+    if not path.is_dir() and ref is None:
+        raise ValueError(f"{name}: a decoder loads from a folder (config.json + safetensors) or a hub name, not a file")
+    cfg, files = _from_folder(path) if ref is None else _from_hub(ref, cache_dir)
     model = Decoder(config_from_hf(cfg), remat=remat)
     return model, convert(model, read_safetensors(files), source=str(name), strict=strict)

@@ -151,20 +151,6 @@ def _from_directory(path: Path) -> tuple[dict, Path]:
     raise FileNotFoundError(f"{path} has {CONFIG_FILE} but no weights ({' or '.join(hub.WEIGHT_FILES)})")
 
 
-def hub_ref(name: str) -> hub.HubRef | None:
-    """The HF repo a name refers to: 'hf-hub:org/repo[@rev]', 'org/repo[@rev]' or a bare repo like
-    'bert-base-uncased'; None for an existing local path."""
-    if os.path.exists(name):
-        return None
-    ref = hub.parse_hub_name(name)
-    if ref is not None:
-        return ref
-    repo, _, revision = name.partition("@")
-    if not repo or repo.count("/") > 1 or name.endswith((".safetensors", ".bin", ".json")):
-        raise ValueError(f"{name!r} is neither an existing file or folder nor an HF repo id ('org/name')")
-    return hub.HubRef(repo, revision or None)
-
-
 def load_text_classifier(
     name_or_path: str | os.PathLike,
     *,
@@ -185,7 +171,7 @@ def load_text_classifier(
       (model, params): params a nested dict of float32 jax arrays.
     """
     name = os.fspath(name_or_path)
-    ref = hub_ref(name)
+    ref = hub.repo_ref(name)
     if ref is not None:
         cfg = hub.fetch_config(ref, cache_dir)
         weights = hub.fetch_weights(ref, cache_dir)

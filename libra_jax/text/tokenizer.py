@@ -20,7 +20,7 @@ import numpy as np
 
 from libra_jax.image_text.tokenizer import TOKENIZER_FILE, _token_name, _tokenizers
 from libra_jax.text.inputs import TextInputs, text_inputs
-from libra_jax.text.loading import CONFIG_FILE, config_from_hf, hub_ref
+from libra_jax.text.loading import CONFIG_FILE, config_from_hf
 from libra_jax.weights import hub
 
 VOCAB_FILE = "vocab.txt"
@@ -90,7 +90,7 @@ def load_text_tokenizer(
     max_length: truncate longer texts (default: the model's position table, from its config.json).
     """
     name = os.fspath(name_or_path)
-    ref = hub_ref(name)
+    ref = hub.repo_ref(name)
     if ref is None and not Path(name).is_dir():
         raise ValueError(f"{name!r} is neither an HF repo nor a folder holding {TOKENIZER_FILE} or {VOCAB_FILE}")
 

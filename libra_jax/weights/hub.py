@@ -191,3 +191,17 @@ def parse_timm_config(cfg: dict) -> tuple[str, dict, dict]:
     if cfg.get("global_pool") is not None:
         pretrained_cfg.setdefault("global_pool", cfg["global_pool"])
     return arch, pretrained_cfg, dict(cfg.get("model_args") or {})
+
+
+def repo_ref(name: str) -> HubRef | None:
+    """The HF repo a name refers to: 'hf-hub:org/repo[@rev]', 'org/repo[@rev]' or a bare repo like
+    'bert-base-uncased'; None for an existing local path."""
+    if os.path.exists(name):
+        return None
+    ref = parse_hub_name(name)
+    if ref is not None:
+        return ref
+    repo, _, revision = name.partition("@")
+    if not repo or repo.count("/") > 1 or name.endswith((".safetensors", ".bin", ".json")):
+        raise ValueError(f"{name!r} is neither an existing file or folder nor an HF repo id ('org/name')")
+    return HubRef(repo, revision or None)
