@@ -23,10 +23,9 @@ import numpy as np
 from flax import linen as nn
 
 from libra_jax import ops
+from libra_jax.models.contract import PROBES
 from libra_jax.models.rope import apply_rope
 from libra_jax.rules import Rules
-
-PROBES = "perturbations"
 
 default_kernel_init = nn.initializers.truncated_normal(0.02)
 
