@@ -130,17 +130,17 @@ def _as_images(images) -> list[Image.Image]:
     return [Image.fromarray(a)]
 
 
-def preprocess(model: VisionTransformer | DataConfig, images) -> np.ndarray:
-    """timm eval preprocessing of uint8 images for `model`.
+def preprocess(model_or_config: VisionTransformer | DataConfig, images) -> np.ndarray:
+    """timm eval preprocessing of uint8 images for a model.
 
     Args:
-      model: a libra-jax model (its `data_config` is used) or a `DataConfig`.
+      model_or_config: a libra-jax image model (its `data_config` is used) or a `DataConfig`.
       images: a uint8 RGB image (H, W, 3), a batch (B, H, W, 3), a PIL image, or a list of
         PIL images / (H, W, 3) arrays (sizes may differ).
     Returns:
       float32 numpy batch (B, h, w, 3) with (h, w) = data_config.input_size, normalised.
     """
-    dc = model if isinstance(model, DataConfig) else model.data_config
+    dc = model_or_config if isinstance(model_or_config, DataConfig) else model_or_config.data_config
     pictures = _as_images(images)
     if not pictures:
         raise ValueError("no images given")

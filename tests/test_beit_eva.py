@@ -239,7 +239,7 @@ def test_faithfulness_zeroes_beit_and_drops_eva(tiny):
     patch_maps = api.attribution(model, "ixg", rules="libra")(params, x, y)
     curves = faithfulness.deletion_curves(model, params, x, patch_maps, y, ratios=(0.5,))
     beit = name.startswith("beit")
-    assert model.droppable_tokens is not beit and model.uses_patch_positions is not beit
+    assert model.layout.droppable is not beit and model.layout.needs_positions is not beit
     same = faithfulness.deletion_curves(model, params, x, patch_maps, y, ratios=(0.5,), mode="zero" if beit else "drop")
     np.testing.assert_array_equal(curves["mif_prob"], same["mif_prob"])
     if beit:
@@ -251,10 +251,11 @@ def test_faithfulness_zeroes_beit_and_drops_eva(tiny):
     kept = jnp.asarray(faithfulness.kept_patches(np.asarray(faithfulness.patch_order(patch_maps.reshape(2, -1))),
                                                  8, "mif"))  # fmt: skip
     tokens = jnp.concatenate([h0[:, :1], jnp.take_along_axis(h0[:, 1:], kept[..., None], axis=1)], axis=1)
-    logits = model.apply({"params": params}, tokens, method="forward_tokens", patch_positions=kept)[0]
+    positions = jnp.concatenate([jnp.zeros((2, 1), kept.dtype), 1 + kept], axis=1)  # layout index: cls, then patches
+    logits = model.apply({"params": params}, tokens, method="forward_tokens", positions=positions)[0]
     prob = jnp.take_along_axis(jax.nn.softmax(logits), y[:, None], -1)[:, 0]
     np.testing.assert_allclose(curves["mif_prob"][0], prob, rtol=1e-5)
-    with pytest.raises(ValueError, match="pass patch_positions"):
+    with pytest.raises(ValueError, match="pass positions"):
         model.apply({"params": params}, tokens, method="forward_tokens")
 
 
@@ -265,10 +266,9 @@ def test_rope_follows_the_patches(name):
     h0 = model.apply({"params": params}, x, method="embed")
     perm = jax.random.permutation(jax.random.PRNGKey(5), model.config.num_patches)
     shuffled = jnp.concatenate([h0[:, :1], h0[:, 1:][:, perm]], axis=1)
-    forward = jax.jit(
-        lambda t, pos: model.apply({"params": params}, t, method="forward_tokens", patch_positions=pos)[0]
-    )
-    base, moved, unmoved = forward(h0, None), forward(shuffled, perm), forward(shuffled, None)
+    forward = jax.jit(lambda t, pos: model.apply({"params": params}, t, method="forward_tokens", positions=pos)[0])
+    positions = jnp.concatenate([jnp.zeros(1, perm.dtype), 1 + perm])  # layout index: cls, then the moved patches
+    base, moved, unmoved = forward(h0, None), forward(shuffled, positions), forward(shuffled, None)
     err_moved, err_unmoved = (float(np.abs(np.asarray(a - base)).max()) for a in (moved, unmoved))
     assert err_moved <= 1e-5 and err_unmoved > 100 * max(err_moved, 1e-7), (err_moved, err_unmoved)
 

@@ -14,6 +14,7 @@ from helpers import TINY
 
 from libra_jax.metrics import faithfulness as fa
 from libra_jax.models import VisionTransformer, ViTConfig
+from libra_jax.models.contract import TokenLayout
 
 K_CLASSES, C_DIM, GRID = 4, 6, (4, 5)
 N_PATCHES = GRID[0] * GRID[1]
@@ -34,6 +35,10 @@ class TokenLinear(nn.Module):
     config: ToyConfig
     pool: str = "sum"
     droppable_tokens: bool = True
+
+    @property
+    def layout(self) -> TokenLayout:
+        return TokenLayout(self.config.num_prefix_tokens, self.config.grid_size, self.droppable_tokens)
 
     def setup(self):
         self.prefix = self.param("prefix", nn.initializers.zeros, (self.config.num_prefix_tokens, C_DIM))

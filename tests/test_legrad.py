@@ -13,7 +13,7 @@ import libra_jax
 from libra_jax.methods import core
 from libra_jax.methods.legrad import layer_gradients, resolve
 from libra_jax.methods.legrad import legrad as legrad_map
-from libra_jax.models import VisionTransformer
+from libra_jax.models import MixerConfig, MlpMixer, VisionTransformer
 from libra_jax.models.layers import PROBES, LayerNorm, Linear
 from libra_jax.rules import PRESETS
 
@@ -154,5 +154,5 @@ def test_errors_surface_through_attribution(models):
         libra_jax.attribution(model, "legrad", pool="map")(params, x[None], y[None])
     with pytest.raises(ValueError, match="num_classes=0"):
         resolve(VisionTransformer(model.config.replace(num_classes=0)), None, -1)
-    with pytest.raises(ValueError, match="VisionTransformer"):
-        resolve(object(), None, -1)
+    with pytest.raises(ValueError, match="Vision Transformer"):
+        resolve(MlpMixer(MixerConfig(img_size=32, patch_size=16, num_blocks=1, embed_dim=8, num_classes=3)), None, -1)

@@ -74,7 +74,7 @@ def layer_maps(model, params, x, text, layer_index, **options):
         legrad_layer_maps, model, params, rules=get_rules("vanilla"), target=COSINE, layer_index=layer_index, **options
     )
     per_image = jax.vmap(lambda xi: jax.vmap(lambda t: run(xi, t))(text))
-    return api.to_grid(jax.jit(per_image)(jnp.asarray(x)), model.config)
+    return api.to_grid(jax.jit(per_image)(jnp.asarray(x)), model)
 
 
 def layer_embeddings(model, params, x, layers):

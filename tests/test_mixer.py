@@ -268,6 +268,6 @@ def test_faithfulness_zeroes_tokens(tiny):
     model, params, x = tiny
     patch_maps = api.attribution(model, "ixg", rules="libra")(params, x, jnp.array([0, 3]))
     curves = faithfulness.deletion_curves(model, params, x, patch_maps, jnp.array([0, 3]), ratios=(0.5,))
-    assert model.droppable_tokens is False and curves["mif_prob"].shape == (1, 2)
+    assert model.layout.droppable is False and curves["mif_prob"].shape == (1, 2)
     zeroed = faithfulness.deletion_curves(model, params, x, patch_maps, jnp.array([0, 3]), ratios=(0.5,), mode="zero")
     np.testing.assert_array_equal(curves["mif_prob"], zeroed["mif_prob"])

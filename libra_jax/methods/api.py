@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from libra_jax import validate
-from libra_jax.methods import core, integrated, legrad, lrp, maps
+from libra_jax.methods import core, integrated, legrad, lrp, maps, requirements
 from libra_jax.rules import PRESETS, Rules, get_rules
 
 MULTI_PASS = {**integrated.MULTI_PASS, **lrp.MULTI_PASS, **legrad.MULTI_PASS}
@@ -20,7 +20,7 @@ METHODS = (*maps.SINGLE_PASS, *MULTI_PASS)
 """Every method name `attribution` accepts."""
 
 REQUIREMENTS = {**maps.REQUIREMENTS, **lrp.REQUIREMENTS, **legrad.REQUIREMENTS}
-"""Methods defined for some architectures only: name → check(model) raising ValueError."""
+"""Methods defined for some architectures only: name → the capabilities they need (methods/requirements.py)."""
 
 LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
 """Methods that are IxG under their own backward preset (README, "Methods")."""
@@ -58,7 +58,7 @@ def attribution(
     """Build a pure attribution function `fn(params, x, y)`.
 
     Args:
-      model: a libra-jax model (from `libra_jax.load`).
+      model: a libra-jax model (from `libra_jax.load`; any model implementing models/contract.py).
       method: a method name (see `METHODS`) or a list of them. All single-pass methods in a
         list share ONE forward and ONE backward pass; IG / SmoothGrad add their own passes.
       rules: a preset name (`libra_jax.rules.PRESETS`) or a `Rules`.
@@ -66,9 +66,11 @@ def attribution(
         `f(logits (K,), y) -> scalar` for one example (an attribute `y_ndim`, the rank of one
         example's y, enables several targets per image, e.g. `libra_jax.image_text.similarity_target`);
         default: the preset's.
-      return_tokens: return (B, N) token maps including prefix tokens instead of (B, gh, gw).
-      check_inputs: validate shapes, NaN/inf, the pixel range `preprocess` produces and class indices (a host
-        callback under jit: `libra_jax.validate.jit` raises its errors like an eager call).
+      return_tokens: return (B, N) token maps including prefix tokens instead of the layout's maps
+        ((B, gh, gw) on a patch grid, (B, N) for a sequence).
+      check_inputs: validate the inputs (`model.check_inputs`: for images shape, NaN/inf and the pixel range
+        `preprocess` produces) and class indices (a host callback under jit: `libra_jax.validate.jit` raises
+        its errors like an eager call).
       chunk_size: evaluate the batch `chunk_size` examples at a time (`jax.lax.map`), so peak
         memory is that of one chunk; the maps are the same as unchunked. None: the whole batch at once.
       return_logits: also return the model output (B, K) of the forward the single-pass methods
@@ -77,10 +79,11 @@ def attribution(
       **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
         rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
     Returns:
-      fn(params, x, y): x (B, H, W, C) normalised NHWC float; y int (B,) class indices, or
+      fn(params, x, y): x a batch of inputs ((B, H, W, C) normalised NHWC float images for vision models);
+        y int (B,) class indices, or
       (B, K) class weights, or (B, T) / (B, T, K) for T targets per image (one forward, the
-      backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw)
-      map (or a dict of them for a list of methods), float32 whatever the model's compute dtype.
+      backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw) or
+      (B, N) map (or a dict of them for a list of methods), float32 whatever the model's compute dtype.
       Works under `jax.jit` and `jax.vmap`.
     """
     if chunk_size is not None and chunk_size < 1:
@@ -97,7 +100,7 @@ def attribution(
             )
     rules = get_rules(rules)
     target_fn = core.target_function(rules, target)
-    cfg = model.config
+    layout, num_classes = model.layout, model.capabilities.num_classes
     for name in names:
         check_model(model, name)
 
@@ -132,12 +135,12 @@ def attribution(
 
     def fn(params, x, y):
         validate.require_targets(y)
-        x = jnp.asarray(x)
+        x = jax.tree.map(jnp.asarray, x)
         y = jnp.asarray(y)
         if check_inputs:
-            validate.check_images(x, cfg, model.data_config)
+            model.check_inputs(x)
             if not callable(target):
-                validate.check_targets(y, cfg.num_classes, x.shape[0])
+                validate.check_targets(y, num_classes, jax.tree.leaves(x)[0].shape[0])
         multi = y.ndim == 2 + target_rank(target, y)
         if chunk_size is None:
             out, logits = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
@@ -145,19 +148,18 @@ def attribution(
             out, logits = jax.lax.map(lambda xy: per_example(params, *xy, multi), (x, y), batch_size=chunk_size)
         out = jax.tree.map(core.to_float32, out)
         if not return_tokens:
-            out = {k: to_grid(v, cfg) for k, v in out.items()}
+            out = {k: layout.to_map(v) for k, v in out.items()}
         out = out[names[0]] if isinstance(method, str) else out
         return (out, logits) if return_logits else out
 
     fn.__name__ = "_".join(names) if len(names) < 4 else "attribution"
-    fn.__doc__ = f"{names} under rules {rules.name!r}: fn(params, x (B,H,W,C), y) -> maps."
+    fn.__doc__ = f"{names} under rules {rules.name!r}: fn(params, x, y) -> maps."
     return fn
 
 
 def check_model(model, method: str) -> None:
-    """Raise ValueError naming what `model` lacks for `method` (e.g. a class token, attention, a plain ViT block)."""
-    if method in REQUIREMENTS:
-        REQUIREMENTS[method](model)
+    """Raise ValueError naming what `model` lacks for `method` (e.g. a class token, attention, the relevance pass)."""
+    requirements.check(model, method, REQUIREMENTS.get(method, ()))
 
 
 def supports(model, method: str) -> bool:
@@ -178,10 +180,9 @@ def target_rank(target, y: jax.Array) -> int:
     return 0 if jnp.issubdtype(y.dtype, jnp.integer) else 1
 
 
-def to_grid(token_maps: jax.Array, config) -> jax.Array:
-    """(..., N) token maps → (..., gh, gw) patch maps (prefix tokens dropped)."""
-    gh, gw = config.grid_size
-    return token_maps[..., config.num_prefix_tokens :].reshape(*token_maps.shape[:-1], gh, gw)
+def to_grid(token_maps: jax.Array, model) -> jax.Array:
+    """(..., N) token maps → the maps `model`'s layout shows: (..., gh, gw) (prefix dropped) or (..., N)."""
+    return model.layout.to_map(token_maps)
 
 
 def named(method: str, preset: str) -> Callable:

@@ -17,10 +17,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax.traverse_util import flatten_dict
 
-from libra_jax.models.layers import PROBES
+from libra_jax.models.contract import PROBES, probe_at
 from libra_jax.rules import Rules
-from libra_jax.weights.keymap import flatten
 
 Target = Callable[[jax.Array, Any], jax.Array]
 
@@ -48,20 +48,20 @@ def target_function(rules: Rules, target: str | Target | None) -> Target:
 
 
 def probe_template(model, x) -> dict:
-    """Zero probes for one example x (an image (H, W, C), or a pytree of arrays such as a text model's
-    `TextInputs`), shaped by tracing `model.init` abstractly."""
-    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
+    """Zero probes for one example x (an image (H, W, C) or a model's input pytree), shaped by tracing
+    `model.init` abstractly."""
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), x)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)[PROBES]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def single_pass(model, params, x: jax.Array, y, rules: Rules, target: Target, multi: bool = False) -> dict:
+def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool = False) -> dict:
     """Forward + backward for one example.
 
     Args:
-      model: a model module (VisionTransformer, ...).
+      model: a model (models/contract.py).
       params: its params tree.
-      x: (H, W, C) normalised image.
+      x: one example's input (an (H, W, C) normalised image for vision models).
       y: class index / weights, or a stack of them (T, ...) when `multi`.
       rules: backward rules.
       target: f(logits, y) → scalar.
@@ -86,16 +86,17 @@ def single_pass(model, params, x: jax.Array, y, rules: Rules, target: Target, mu
 
     f, grads = jax.vmap(backward)(y) if multi else backward(y)
     blocks = aux["blocks"]
-    g_blocks = [grads[f"blocks_{i}"] for i in range(len(blocks))]
+    depth = range(len(blocks))
+    attention = model.capabilities.attention
     record = {
         "logits": logits,
         "target": f,
         "h": [aux["tokens"], *(b["out"] for b in blocks)],
-        "g": [grads["tokens"], *(gb["out"] for gb in g_blocks)],
-        "post_attn": [b["post_attn"] for b in blocks if "post_attn" in b],
-        "attn": [b["attn"] for b in blocks if "attn" in b],
-        "attn_grad": [gb["attn"]["attn"] for gb in g_blocks if "attn" in gb],
-        "bias": {k[: -len("/bias")]: v for k, v in flatten(grads).items() if k.endswith("/bias")},
+        "g": [probe_at(grads, "tokens"), *(probe_at(grads, "out", i) for i in depth)],
+        "post_attn": [b["post_attn"] for b in blocks] if attention else [],
+        "attn": [b["attn"] for b in blocks] if attention else [],
+        "attn_grad": [probe_at(grads, "attn", i) for i in depth] if attention else [],
+        "bias": {k[: -len("/bias")]: v for k, v in flatten_dict(grads, sep="/").items() if k.endswith("/bias")},
     }
     if "pool_attn" in aux:
         record["pool_attn"] = aux["pool_attn"]

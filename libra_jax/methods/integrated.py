@@ -14,11 +14,15 @@ from libra_jax.methods.core import Target, to_float32
 from libra_jax.rules import Rules
 
 
-def _token_gradients(model, params, h_points, y, rules: Rules, target: Target, internal_batch_size):
-    """∂f/∂h at each of the points h_points (S, N, C) → (S, N, C)."""
+def _token_gradients(model, params, x, h_points, y, rules: Rules, target: Target, internal_batch_size):
+    """∂f/∂h at each of the points h_points (S, N, C) → (S, N, C); x is the example (for its padding mask)."""
+    mask = model.token_mask(x)
+
+    def output(t):
+        return model.apply({"params": params}, t, rules, mask=mask, method="forward_tokens")[0]
 
     def grad_at(h):
-        return jax.grad(lambda t: target(model.apply({"params": params}, t, rules, method="forward_tokens")[0], y))(h)
+        return jax.grad(lambda t: target(output(t), y))(h)
 
     # stored in the compute dtype, averaged over the steps in float32
     return to_float32(jax.lax.map(grad_at, h_points, batch_size=internal_batch_size))
@@ -36,7 +40,7 @@ def ig(model, params, x, y, rules: Rules, target: Target, steps: int = 50, inter
     """
     h0 = model.apply({"params": params}, x, method="embed")
     alphas = _ig_alphas(steps, h0.dtype)
-    grads = _token_gradients(model, params, alphas[:, None, None] * h0, y, rules, target, internal_batch_size)
+    grads = _token_gradients(model, params, x, alphas[:, None, None] * h0, y, rules, target, internal_batch_size)
     return (h0 * grads.mean(0)).sum(-1)
 
 
@@ -49,7 +53,7 @@ def ig_tokenspace_paper(
     """
     h0 = model.apply({"params": params}, x, method="embed")
     alphas = _ig_alphas(steps, h0.dtype)
-    grads = _token_gradients(model, params, alphas[:, None, None] * h0, y, rules, target, internal_batch_size)
+    grads = _token_gradients(model, params, x, alphas[:, None, None] * h0, y, rules, target, internal_batch_size)
     return (alphas[:, None] * (h0 * grads).sum(-1)).mean(0)
 
 
@@ -76,7 +80,7 @@ def smoothgrad(
     h0 = model.apply({"params": params}, x, method="embed")
     sigma = noise_level * (h0.max() - h0.min())
     noise = jax.random.normal(jax.random.PRNGKey(seed), (samples, *h0.shape), h0.dtype)
-    grads = _token_gradients(model, params, h0 + sigma * noise, y, rules, target, internal_batch_size).mean(0)
+    grads = _token_gradients(model, params, x, h0 + sigma * noise, y, rules, target, internal_batch_size).mean(0)
     return (h0 * grads).sum(-1) if reduce == "ixg" else grads.sum(-1)
 
 

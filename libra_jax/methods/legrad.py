@@ -41,11 +41,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from flax.traverse_util import unflatten_dict
 
-from libra_jax.methods.core import Target
-from libra_jax.models.image_text import ImageTextModel
-from libra_jax.models.layers import PROBES
-from libra_jax.models.vit import VisionTransformer
+from libra_jax.methods import requirements
+from libra_jax.methods.core import Target, probe_template
+from libra_jax.models.contract import PROBES, probe_at, probe_path
 from libra_jax.rules import Rules
 from libra_jax.weights.resize import resize
 
@@ -59,64 +59,49 @@ def resolve(model, pool: str | None, layer_index: int) -> tuple[str, int]:
 
     pool=None picks "map" for attention-pool models and "mean" otherwise.
     """
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"legrad supports VisionTransformer models; got {type(model).__name__}")
-    cfg = model.config
-    if cfg.num_classes <= 0 and not isinstance(model, ImageTextModel):
-        raise ValueError("legrad explains a classification head; this model has none (num_classes=0)")
-    has_map = cfg.global_pool == "map"
-    pool = ("map" if has_map else "mean") if pool is None else pool
+    requirements.check(model, "legrad", REQUIREMENTS["legrad"])
+    caps = model.capabilities
+    pool = ("map" if caps.attention_pool else "mean") if pool is None else pool
     if pool not in POOLS:
         raise ValueError(f"legrad pool must be one of {POOLS} (or None for the model's default); got {pool!r}")
-    if pool == "map" and not has_map:
+    if pool == "map" and not caps.attention_pool:
         raise ValueError("legrad pool='map' needs an attention-pool (MAP) head; use pool='mean' or 'cls'")
-    if pool != "map" and has_map:
+    if pool != "map" and caps.attention_pool:
         raise ValueError(f"this model's head is an attention pool (MAP): use pool='map', not {pool!r}")
-    if pool == "cls" and not cfg.class_token:
+    if pool == "cls" and not caps.class_token:
         raise ValueError("legrad pool='cls' needs a class token; this model has none (use pool='mean')")
-    if not -cfg.depth <= layer_index < cfg.depth:
-        raise ValueError(f"legrad layer_index must be in [{-cfg.depth}, {cfg.depth - 1}]; got {layer_index}")
-    return pool, layer_index % cfg.depth
+    if not -caps.depth <= layer_index < caps.depth:
+        raise ValueError(f"legrad layer_index must be in [{-caps.depth}, {caps.depth - 1}]; got {layer_index}")
+    return pool, layer_index % caps.depth
 
 
-def _block_input(m: VisionTransformer, image: jax.Array, rules: Rules) -> jax.Array:
-    """Input of block 0: token embeddings (N, C), through norm_pre when the model has one."""
-    tokens = m.embed(image)
-    return tokens if m.norm_pre is None else m.norm_pre(tokens, rules)
+def _block_input(m, inputs, rules: Rules) -> jax.Array:
+    """Input of block 0 (N, C)."""
+    return m.enter_blocks(m.embed(inputs), rules)
 
 
-def _block(m: VisionTransformer, h: jax.Array, index: int, rules: Rules) -> jax.Array:
-    """Block `index` alone: its input (N, C) → its output (N, C) (with the model's rel-pos bias / RoPE)."""
-    return m.blocks[index](h, rules, *m.block_context(h))[0]
+def _block(m, h: jax.Array, index: int, rules: Rules) -> jax.Array:
+    """Block `index` alone: its input (N, C) → its output (N, C)."""
+    return m.forward_block(h, index, rules)[0]
 
 
-def _layer_logits(m: VisionTransformer, h: jax.Array, index: int, rules: Rules, pool: str, pool_norm: bool = True):
-    """Block `index` on its input h, then the classifier on its output: (output (N, C), logits (K,)).
-
-    For an `ImageTextModel` the "logits" are the layer's image embedding (E,)."""
+def _layer_logits(m, h: jax.Array, index: int, rules: Rules, pool: str, pool_norm: bool = True):
+    """Block `index` on its input h, then the model's head on its output: (output (N, C), head output (K,))."""
     out = _block(m, h, index, rules)
-    norm = (lambda v: v) if m.norm is None or not pool_norm else (lambda v: m.norm(v, rules))
+    norm = (lambda v: m.final_norm(v, rules)) if pool_norm else (lambda v: v)
     if pool == "mean":
         pooled = dist = norm(out.mean(-2))  # the token mean goes through the final norm (official ln_post order)
     else:
         tokens = norm(out)
-        npt = m.config.num_prefix_tokens
-        pooled = tokens[0] if pool == "cls" else m.attn_pool(tokens[npt:], rules)[0]
-        dist = tokens[1] if m.head_dist is not None else None
-    if m.fc_norm is not None:
-        pooled = m.fc_norm(pooled, rules)
-    if isinstance(m, ImageTextModel):
-        return out, m.project(pooled)
-    logits = m.head(pooled)
-    if m.head_dist is not None:  # DeiT-distilled: the two heads averaged, as in the forward pass
-        logits = 0.5 * (logits + m.head_dist(dist))
-    return out, logits
+        pooled = tokens[0] if pool == "cls" else m.attention_pool(tokens, rules)[0]
+        dist = tokens[1] if tokens.shape[-2] > 1 else None  # read by two-head (DeiT-distilled) models only
+    return out, m.forward_head(pooled, rules, dist)
 
 
 def layer_gradients(
-    model: VisionTransformer,
+    model,
     params,
-    x: jax.Array,
+    x,
     y,
     rules: Rules,
     target: Target,
@@ -127,8 +112,8 @@ def layer_gradients(
     """[∂s_l/∂A_l for l = start..L−1], each by a local VJP of block l's tail (see the module docstring).
 
     Args:
-      model, params: a VisionTransformer with a head, and its params.
-      x: (H, W, C) normalised image.
+      model, params: a blockwise model with a head (`resolve`), and its params.
+      x: one example's input ((H, W, C) normalised image).
       y: class index or class weights (K,), passed to `target`.
       rules: backward rules, applied inside every local backward pass.
       target: f(logits (K,), y) → scalar.
@@ -139,35 +124,31 @@ def layer_gradients(
       per layer: (H, N, N) for "mean"/"cls" (the block's attention); (H, 1, N − prefix) for "map"
       (the attention pool's attention when it pools that layer's tokens).
     """
-    cfg = model.config
     variables = {"params": params}
+    template = probe_template(model, x)
     h = model.apply(variables, x, rules, method=_block_input)
-    n = h.shape[-2]
     grads = []
-    for index in range(cfg.depth):
+    for index in range(model.capabilities.depth):
         if index < start:
             h = model.apply(variables, h, index, rules, method=_block)
             continue
-        if pool == "map":
-            shape = (cfg.num_heads, 1, n - cfg.num_prefix_tokens)
-        else:
-            shape = (cfg.num_heads, n, n)
+        kind = ("pool_attn", None) if pool == "map" else ("attn", index)
 
-        def score(probe, h=h, index=index):
+        def score(probe, h=h, index=index, kind=kind):
             # the probe (A + 0) is the only differentiated input: h (hence v and the residual) stays constant
-            probes = {"attn_pool": {"attn": probe}} if pool == "map" else {f"blocks_{index}": {"attn": {"attn": probe}}}
+            probes = unflatten_dict({probe_path(*kind): probe})
             out, logits = model.apply(
                 {**variables, PROBES: probes}, h, index, rules, pool, pool_norm, method=_layer_logits
             )
             return target(logits, y), out
 
-        s, pullback, h = jax.vjp(score, jnp.zeros(shape, h.dtype), has_aux=True)
+        s, pullback, h = jax.vjp(score, jnp.zeros_like(probe_at(template, *kind)), has_aux=True)
         grads.append(pullback(jnp.ones_like(s))[0])
     return grads
 
 
 def layer_maps(
-    model: VisionTransformer,
+    model,
     params,
     x: jax.Array,
     y,
@@ -182,7 +163,7 @@ def layer_maps(
     E_l = mean over query rows of mean_h ReLU(∂s_l/∂A_l), prefix keys dropped. Arguments as `legrad`.
     """
     pool, start = resolve(model, pool, layer_index)
-    npt = model.config.num_prefix_tokens
+    npt = model.layout.num_prefix
     per_layer = []
     for grad in layer_gradients(model, params, x, y, rules, target, pool, start, pool_norm):
         e = jax.nn.relu(grad).mean(-3).mean(-2)  # ReLU → mean over heads → mean over query rows
@@ -210,7 +191,7 @@ def upsampled(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 
 def legrad(
-    model: VisionTransformer,
+    model,
     params,
     x: jax.Array,
     y,
@@ -238,7 +219,7 @@ def legrad(
       empty: image–text models: the "empty prompt" target (official SigLIP correction, see the module
         docstring); None: no correction.
     """
-    npt = model.config.num_prefix_tokens
+    npt = model.layout.num_prefix
     run = functools.partial(
         layer_maps,
         model,
@@ -262,5 +243,7 @@ def legrad(
 MULTI_PASS = {"legrad": legrad}
 """name → fn(model, params, x, y, rules, target, **options), merged into the attribution registry."""
 
-REQUIREMENTS = {"legrad": lambda model: resolve(model, None, -1)}
-"""name → check(model): raises ValueError naming what the model lacks (default pool and layer)."""
+REQUIREMENTS = {
+    "legrad": (requirements.attention("legrad"), requirements.blockwise("legrad"), requirements.head("legrad"))
+}
+"""name → requirements (methods/requirements.py); `resolve` checks them and the options."""

@@ -2,7 +2,7 @@
 
 The relevance pass of `hila-chefer/Transformer-Explainability` (its ViT_LRP model and LRP layers),
 rule for rule, as an explicit backward sweep over the activations of ONE recorded forward pass
-(Flax `capture_intermediates`; no second forward). Every rule is LRP-0 through a small function,
+(the model's `relevance_record`; no second forward). Every rule is LRP-0 through a small function,
 `R_i = arg_i ⊙ vjp(f)(R / f(args))` (`_lrp0`), so the code reads like the rule table:
 
   * Linear (bias ignored): α1β0; "ours" shares one denominator Z = x⁺W⁺ + x⁻W⁻, "orig" (the LRP
@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
-from libra_jax import ops
-from libra_jax.methods.core import Target
-from libra_jax.models.config import ViTConfig
-from libra_jax.models.layers import PROBES, merge_heads, split_heads
+from libra_jax.methods import requirements
+from libra_jax.methods.core import Target, probe_template
+from libra_jax.models.contract import PROBES, RelevanceBlock, RelevanceRecord, probe_at, probe_path
+from libra_jax.models.layers import merge_heads, split_heads
 from libra_jax.rules import Rules
 
 EPS = 1e-9
@@ -83,55 +84,24 @@ def _halved_matmul(a: jax.Array, b: jax.Array, r: jax.Array) -> tuple[jax.Array,
     return 0.5 * ra, 0.5 * rb
 
 
-def _out(tree: dict, *path: str) -> jax.Array:
-    """The captured `__call__` output of the module at `path`."""
-    for name in path:
-        tree = tree[name]
-    return tree["__call__"][0]
+def _attention_gradients(model, x: jax.Array, y, target: Target, forward) -> tuple:
+    """(forward's aux, [∂f/∂A_l per block]) of `forward(probes) → (output, aux)` with zero probes on A_l only."""
+    template = probe_template(model, x)
+    layers = range(model.capabilities.depth)
+    probes = traverse_util.unflatten_dict({probe_path("attn", i): probe_at(template, "attn", i) for i in layers})
+    output, vjp_fn, aux = jax.vjp(forward, probes, has_aux=True)
+    (grads,) = vjp_fn(jax.grad(target)(output, y).astype(output.dtype))
+    return aux, [probe_at(grads, "attn", i) for i in layers]
 
 
-def check_supported(config, method: str, relevance: bool = True) -> None:
-    """Raise ValueError naming the feature when `method` is not defined for this architecture.
+def _recorded(model, params, x: jax.Array, rules: Rules):
+    """forward(probes) → (output, `RelevanceRecord`) for `_attention_gradients`."""
 
-    Chefer's methods read the class-token row; the relevance pass (`relevance=True`) also needs the
-    plain timm block (standard qkv attention, Linear-GELU-Linear MLP) and class-token pooling.
-    """
-    if not isinstance(config, ViTConfig):
-        raise ValueError(f"method {method!r} (Chefer et al.) needs a Vision Transformer; got {type(config).__name__}")
-    problems = {
-        "no class token": not config.class_token,
-        f"global_pool={config.global_pool!r} (the LRP pass starts at class-token pooling)": relevance
-        and config.global_pool != "token",
-        "a distillation token (two heads)": relevance and config.dist_token,
-        f"a gated MLP (mlp_layer={config.mlp_layer!r})": relevance and config.mlp_layer != "mlp",
-        "q/k norms": relevance and config.qk_norm,
-        f"{config.family} attention (q/v biases, relative-position bias or RoPE)": relevance and config.family != "vit",
-        "inner attention / MLP norms": relevance and (config.scale_attn_norm or config.scale_mlp_norm),
-        "an fc_norm head": relevance and config.use_fc_norm,
-        "no classifier head (num_classes=0)": relevance and config.num_classes <= 0,
-    }
-    found = [name for name, bad in problems.items() if bad]
-    if found:
-        raise ValueError(
-            f"method {method!r} (Chefer et al. CVPR'21) is not defined for this model: it has {', '.join(found)}"
-        )
+    def forward(probes):
+        rec = model.relevance_record(params, x, rules, probes)
+        return rec["output"], rec
 
-
-def _forward(model, params, x: jax.Array, rules: Rules, probes: dict | None = None):
-    """One forward recording every module output: (logits (K,), (aux, intermediates))."""
-    variables = {"params": params} if probes is None else {"params": params, PROBES: probes}
-    (logits, aux), state = model.apply(variables, x, rules, capture_intermediates=True, mutable=["intermediates"])
-    return logits, (aux, state["intermediates"])
-
-
-def _forward_backward(model, params, x: jax.Array, y, rules: Rules, target: Target):
-    """The recorded forward plus ∂f/∂A_l for every block (zero probes on the attention only)."""
-    cfg = model.config
-    shape = (cfg.num_heads, cfg.num_tokens, cfg.num_tokens)
-    probes = {f"blocks_{i}": {"attn": {"attn": jnp.zeros(shape, x.dtype)}} for i in range(cfg.depth)}
-    logits, vjp_fn, (aux, inter) = jax.vjp(lambda p: _forward(model, params, x, rules, p), probes, has_aux=True)
-    (grads,) = vjp_fn(jax.grad(target)(logits, y).astype(logits.dtype))
-    return logits, aux, inter, [grads[f"blocks_{i}"]["attn"]["attn"] for i in range(cfg.depth)]
+    return forward
 
 
 def _seed(y, logits: jax.Array) -> jax.Array:
@@ -144,48 +114,42 @@ def _seed(y, logits: jax.Array) -> jax.Array:
     raise ValueError(f"the LRP relevance seed needs a class index or {logits.shape} class weights; got {y.shape}")
 
 
-def _blocks(model, params, aux: dict, inter: dict) -> list[tuple]:
-    """Per block: (its params, its captured module outputs, its aux {'attn', 'post_attn', 'out'}, its input)."""
-    cfg = model.config
-    inputs = [_out(inter, "norm_pre") if cfg.pre_norm else aux["tokens"], *(b["out"] for b in aux["blocks"][:-1])]
-    return [(params[f"blocks_{i}"], inter[f"blocks_{i}"], aux["blocks"][i], inputs[i]) for i in range(cfg.depth)]
-
-
-def _block_relevance(block: tuple, r: jax.Array, config, rules: Rules, orig: bool) -> tuple[jax.Array, jax.Array]:
-    """Relevance through one block, R (N, C) at its output → (R at its input, R_A (H, N, N))."""
-    p, cap, aux, x_in = block
-    scaled = config.init_values is not None
-    t_mid = aux["post_attn"]
-    r_res, r_mlp = _add(t_mid, _out(cap, "ls2") if scaled else _out(cap, "mlp"), r, orig)
-    hidden = ops.activation(_out(cap, "mlp", "fc1"), config.act, rules.activation)
-    r_mlp = _linear(hidden, p["mlp"]["fc2"]["kernel"], r_mlp, orig)
-    r_mlp = _linear(_out(cap, "norm2"), p["mlp"]["fc1"]["kernel"], r_mlp, orig)
+def _block_relevance(block: RelevanceBlock, r: jax.Array, orig: bool) -> tuple[jax.Array, jax.Array]:
+    """Relevance through one block (§1.4), R (N, C) at its output → (R at its input, R_A (H, N, N))."""
+    t_mid, x_in, attn = block["post_attn"], block["input"], block["attn"]
+    r_res, r_mlp = _add(t_mid, block["mlp_branch"], r, orig)
+    r_mlp = _linear(block["hidden"], block["fc2_kernel"], r_mlp, orig)
+    r_mlp = _linear(block["norm2"], block["fc1_kernel"], r_mlp, orig)
     r = _clone(t_mid, r_res, r_mlp)
 
-    r_res, r_att = _add(x_in, _out(cap, "ls1") if scaled else _out(cap, "attn")[0], r, orig)
-    heads = config.num_heads
-    q, k, v = (split_heads(t, heads) for t in jnp.split(_out(cap, "attn", "qkv"), 3, axis=-1))
-    attn = aux["attn"]
-    r_o = split_heads(_linear(merge_heads(attn @ v), p["attn"]["proj"]["kernel"], r_att, orig), heads)
+    r_res, r_att = _add(x_in, block["attn_branch"], r, orig)
+    heads = attn.shape[-3]
+    q, k, v = (split_heads(t, heads) for t in jnp.split(block["qkv"], 3, axis=-1))
+    r_o = split_heads(_linear(merge_heads(attn @ v), block["proj_kernel"], r_att, orig), heads)
     r_attn, r_v = _halved_matmul(attn, v, r_o)
     r_q, r_kt = _halved_matmul(q, jnp.swapaxes(k, -1, -2), r_attn)  # unscaled q·kᵀ, as the official matmul1
     r_qkv = jnp.concatenate([merge_heads(t) for t in (r_q, jnp.swapaxes(r_kt, -1, -2), r_v)], axis=-1)
-    r_x = _linear(_out(cap, "norm1"), p["attn"]["qkv"]["kernel"], r_qkv, orig)
+    r_x = _linear(block["norm1"], block["qkv_kernel"], r_qkv, orig)
     return _clone(x_in, r_res, r_x), r_attn
 
 
-def _top_relevance(params, y, logits: jax.Array, features: jax.Array, orig: bool) -> jax.Array:
+def _top_relevance(rec: RelevanceRecord, y, orig: bool) -> jax.Array:
     """From the seed through the head and the class-token pooling (the final norm is an identity) → (N, C)."""
-    r = _linear(features[0], params["head"]["kernel"], _seed(y, logits), orig)
+    features = rec["aux"]["features"]
+    r = _linear(features[0], rec["head_kernel"], _seed(y, rec["output"]), orig)
     return _lrp0(lambda f: f[0], (features,), r)[0]
 
 
-def _relevance(model, params, y, logits: jax.Array, aux: dict, inter: dict, rules: Rules, orig: bool):
+def _relevance(rec: RelevanceRecord, y, orig: bool):
     """The whole pass: (R (N, C) at the token embeddings h₀ — norm_pre is an identity — R_A (L, H, N, N))."""
-    r = _top_relevance(params, y, logits, aux["features"], orig)
-    blocks = jax.tree.map(lambda *t: jnp.stack(t), *_blocks(model, params, aux, inter))
+    r = _top_relevance(rec, y, orig)
+    blocks = jax.tree.map(lambda *t: jnp.stack(t), *rec["blocks"])
     # A scan traces and compiles one block body, whatever the depth.
-    return jax.lax.scan(lambda r, b: _block_relevance(b, r, model.config, rules, orig), r, blocks, reverse=True)
+    return jax.lax.scan(lambda r, b: _block_relevance(b, r, orig), r, blocks, reverse=True)
+
+
+def _check(model, method: str) -> None:
+    requirements.check(model, method, REQUIREMENTS[method])
 
 
 def relevance(model, params, x: jax.Array, y, rules: Rules, orig: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -195,9 +159,8 @@ def relevance(model, params, x: jax.Array, y, rules: Rules, orig: bool = False) 
     True: the LRP baselines' rules (`layers_lrp.py`). Returns (R (N, C) at the token embeddings,
     R_A (L, H, N, N): the relevance of each block's post-softmax attention).
     """
-    check_supported(model.config, "relevance")
-    logits, (aux, inter) = _forward(model, params, x, rules)
-    return _relevance(model, params, y, logits, aux, inter, rules, orig)
+    _check(model, "transformer_attribution")
+    return _relevance(model.relevance_record(params, x, rules), y, orig)
 
 
 def transformer_attribution(
@@ -207,15 +170,16 @@ def transformer_attribution(
 
     start_layer=1 is the official evaluation setting (0 the notebooks'). Returns (N,).
     """
-    cfg = model.config
-    check_supported(cfg, "transformer_attribution")
-    if not 0 <= start_layer < cfg.depth:
-        raise ValueError(f"start_layer must be in [0, {cfg.depth}); got {start_layer}")
-    logits, aux, inter, grads = _forward_backward(model, params, x, y, rules, target)
-    _, r_attn = _relevance(model, params, y, logits, aux, inter, rules, orig=False)
-    eye = jnp.eye(cfg.num_tokens, dtype=logits.dtype)
+    _check(model, "transformer_attribution")
+    depth = model.capabilities.depth
+    if not 0 <= start_layer < depth:
+        raise ValueError(f"start_layer must be in [0, {depth}); got {start_layer}")
+    rec, grads = _attention_gradients(model, x, y, target, _recorded(model, params, x, rules))
+    _, r_attn = _relevance(rec, y, orig=False)
+    logits = rec["output"]
+    eye = jnp.eye(r_attn.shape[-1], dtype=logits.dtype)
     joint = eye
-    for layer in range(start_layer, cfg.depth):
+    for layer in range(start_layer, depth):
         joint = (jax.nn.relu(grads[layer] * r_attn[layer]).mean(-3) + eye) @ joint
     return joint[0]
 
@@ -225,10 +189,10 @@ def partial_lrp(model, params, x: jax.Array, y, rules: Rules, target: Target) ->
 
     Relevance only (orig rules): `rules` and `target` do not change the map. Returns (N,).
     """
-    check_supported(model.config, "partial_lrp")
-    logits, (aux, inter) = _forward(model, params, x, rules)
-    r = _top_relevance(params, y, logits, aux["features"], orig=True)
-    _, r_attn = _block_relevance(_blocks(model, params, aux, inter)[-1], r, model.config, rules, orig=True)
+    _check(model, "partial_lrp")
+    rec = model.relevance_record(params, x, rules)
+    r = _top_relevance(rec, y, orig=True)
+    _, r_attn = _block_relevance(rec["blocks"][-1], r, orig=True)
     return jax.nn.relu(r_attn).mean(-3)[0]
 
 
@@ -247,22 +211,18 @@ def full_lrp_pixels(model, params, x: jax.Array, y, rules: Rules) -> tuple[jax.A
     pixels and channels; bias ignored; plain +1e-9 stabiliser).
     Returns (pixel relevance (H, W), summed over channels; prefix-token relevance (npt,)).
     """
-    cfg = model.config
-    check_supported(cfg, "full_lrp")
-    logits, (aux, inter) = _forward(model, params, x, rules)
-    r, _ = _relevance(model, params, y, logits, aux, inter, rules, orig=True)
-    npt = cfg.num_prefix_tokens
-    prefix = [params[n][0] for n in ("cls_token", "reg_token") if n in params]
-    tokens = jnp.concatenate([*prefix, _out(inter, "patch_embed").reshape(cfg.num_patches, -1)]).astype(x.dtype)
-    if cfg.pos_embed:
-        pos = params["pos_embed"][0].astype(x.dtype)
-        pos = jnp.pad(pos, ((npt, 0), (0, 0))) if cfg.no_embed_class else pos  # prefix tokens get no position
-        r = _add(tokens, pos, r, orig=True)[0]
-    kernel = params["patch_embed"]["kernel"].astype(x.dtype)
+    _check(model, "full_lrp")
+    rec = model.relevance_record(params, x, rules)
+    r, _ = _relevance(rec, y, orig=True)
+    npt = rec["prefix"].shape[0]
+    tokens = jnp.concatenate([rec["prefix"], rec["patches"]]).astype(x.dtype)
+    if rec["pos"] is not None:
+        r = _add(tokens, rec["pos"].astype(x.dtype), r, orig=True)[0]
+    kernel = rec["patch_kernel"].astype(x.dtype)
+    patch = kernel.shape[:2]
     w, wp, wn = (t.reshape(-1, t.shape[-1]) for t in (kernel, jnp.maximum(kernel, 0), jnp.minimum(kernel, 0)))
 
     def conv(image, lo, hi):
-        patch = cfg.patch_size
         return _patches(image, patch) @ w - _patches(lo, patch) @ wp - _patches(hi, patch) @ wn
 
     bounds = (x, jnp.full_like(x, x.min()), jnp.full_like(x, x.max()))
@@ -277,7 +237,8 @@ def full_lrp(model, params, x: jax.Array, y, rules: Rules, target: Target) -> ja
     Relevance only: `rules` and `target` do not change the map. Returns (N,).
     """
     pixels, prefix = full_lrp_pixels(model, params, x, y, rules)
-    return jnp.concatenate([prefix, _patches(pixels[..., None], model.config.patch_size).sum(-1)])
+    patch = pixels.shape[0] // model.layout.grid[0], pixels.shape[1] // model.layout.grid[1]
+    return jnp.concatenate([prefix, _patches(pixels[..., None], patch).sum(-1)])
 
 
 def attn_gradcam(model, params, x: jax.Array, y, rules: Rules, target: Target) -> jax.Array:
@@ -285,10 +246,11 @@ def attn_gradcam(model, params, x: jax.Array, y, rules: Rules, target: Target) -
 
     The official function also min-max normalises; this map is the raw (display-free) one. Returns (N,).
     """
-    cfg = model.config
-    check_supported(cfg, "attn_gradcam", relevance=False)
-    _, aux, _, grads = _forward_backward(model, params, x, y, rules, target)
-    weights = grads[-1][:, 0, cfg.num_prefix_tokens :].mean(-1)
+    _check(model, "attn_gradcam")
+    aux, grads = _attention_gradients(
+        model, x, y, target, lambda p: model.apply({"params": params, PROBES: p}, x, rules)
+    )
+    weights = grads[-1][:, 0, model.layout.num_prefix :].mean(-1)
     return jax.nn.relu((weights[:, None] * aux["blocks"][-1]["attn"][:, 0]).mean(0))
 
 
@@ -301,7 +263,8 @@ MULTI_PASS = {
 """Chefer's method and its LRP baselines: name → fn(model, params, x, y, rules, target, **options)."""
 
 REQUIREMENTS = {
-    name: (lambda model, name=name: check_supported(model.config, name, relevance=name != "attn_gradcam"))
+    name: (requirements.attention(name), requirements.class_token_row(name))
+    + (() if name == "attn_gradcam" else (requirements.relevance_pass(name),))
     for name in MULTI_PASS
 }
-"""name → check(model): raises ValueError naming what the model lacks for the method."""
+"""name → requirements (methods/requirements.py): attention, a class token, the relevance pass (not attn_gradcam)."""

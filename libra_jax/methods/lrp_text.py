@@ -32,9 +32,9 @@ import jax.numpy as jnp
 
 from libra_jax import ops
 from libra_jax.methods.core import Target
-from libra_jax.methods.lrp import _add, _halved_matmul, _linear, _lrp0, _out, _seed
+from libra_jax.methods.lrp import _add, _halved_matmul, _linear, _lrp0, _seed
 from libra_jax.models.bert import BertConfig, padding_bias
-from libra_jax.models.layers import PROBES, merge_heads, split_heads
+from libra_jax.models.layers import PROBES, captured, merge_heads, split_heads
 from libra_jax.rules import Rules
 
 
@@ -69,18 +69,18 @@ def _forward_backward(model, params, x, y, rules: Rules, target: Target):
 
 def _block_records(params, aux: dict, inter: dict) -> dict:
     """Per block, stacked over blocks (leading axis L): its params and the activations its relevance rules read."""
-    inputs = [_out(inter, "embed_norm"), *(b["out"] for b in aux["blocks"][:-1])]
+    inputs = [captured(inter, "embed_norm"), *(b["out"] for b in aux["blocks"][:-1])]
     records = []
     for layer, (block, h) in enumerate(zip(aux["blocks"], inputs, strict=True)):
         cap = inter[f"blocks_{layer}"]
         acts = {
             "h": h,
-            "qkv": _out(cap, "attn", "qkv"),
+            "qkv": captured(cap, "attn", "qkv"),
             "attn": block["attn"],
-            "attn_out": _out(cap, "attn")[0],
+            "attn_out": captured(cap, "attn")[0],
             "y": block["post_attn"],
-            "fc1": _out(cap, "mlp", "fc1"),
-            "mlp_out": _out(cap, "mlp"),
+            "fc1": captured(cap, "mlp", "fc1"),
+            "mlp_out": captured(cap, "mlp"),
         }
         records.append((params[f"blocks_{layer}"], acts))
     return jax.tree.map(lambda *t: jnp.stack(t), *records)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from libra_jax.methods import requirements
+
 
 def ixg_layers(rec: dict) -> list[jax.Array]:
     """[IxG_0, ..., IxG_{L-1}] (each (N,))."""
@@ -240,20 +242,6 @@ ATTENTION_METHODS = ("gradsam", "rawatt", "rollout", "genatt", "tokentm")
 """Methods that read the cls-row of attention matrices (need attention and a token 0)."""
 
 
-def _needs_class_token(name: str):
-    def check(model) -> None:
-        if not getattr(model.config, "class_token", False):
-            raise ValueError(
-                f"method {name!r} reads the class-token row of the attention; this model has no class token"
-            )
-
-    return check
-
-
-def _needs_attention(model) -> None:
-    if not hasattr(model.config, "num_heads"):
-        raise ValueError("attcat weights IxG by attention; this model has no attention (e.g. MLP-Mixer)")
-
-
-REQUIREMENTS = {name: _needs_class_token(name) for name in ATTENTION_METHODS} | {"attcat": _needs_attention}
-"""name → check(model): raises ValueError naming what the model lacks for the method."""
+REQUIREMENTS = {name: (requirements.class_token_row(name), requirements.attention(name)) for name in ATTENTION_METHODS}
+REQUIREMENTS["attcat"] = (requirements.attention("attcat"),)
+"""name → requirements (methods/requirements.py), checked when the attribution function is built."""

@@ -10,9 +10,9 @@ Protocol (the official LibraGrad one):
   influential removed first) keeps only those k.
 * Removal: `mode='drop'` takes the tokens out of the sequence (position embeddings were already
   added in h₀, so the remaining tokens keep their positions; they are kept in their original
-  order; RoPE models (EVA, `model.uses_patch_positions`) get the kept grid indices, so their
+  order; RoPE models (EVA, `model.layout.needs_positions`) get the kept tokens' positions, so their
   rotation table is subset as officially); `mode='zero'` sets their embeddings to 0, for models
-  that cannot drop tokens (BEiT, MLP-Mixer: `model.droppable_tokens = False`).
+  that cannot drop tokens (BEiT, MLP-Mixer: `model.layout.droppable` is False).
 * Per image and ratio, against the dataset label: correct (argmax == label), p(label),
   AOPC term p_orig − p_masked and log-odds term log p_orig − log p_masked.
 * AUC = trapezoid over x = r of the per-ratio mean, ×100 (so the best accuracy AUC is 80).
@@ -100,8 +100,11 @@ def _drop_scores(model, params, h0, kept, labels, orig_logp, *, num_prefix, logi
     """Scores after removing tokens from the sequence: h0 (B, N, C), kept (B, m) → tokens (B, P + m, C)."""
     patches = jnp.take_along_axis(h0[:, num_prefix:], kept[..., None], axis=1)
     tokens = jnp.concatenate([h0[:, :num_prefix], patches], axis=1)
-    positions = {"patch_positions": kept} if getattr(model, "uses_patch_positions", False) else {}
-    return _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype, **positions)
+    if not model.layout.needs_positions:
+        return _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype)
+    prefix = jnp.broadcast_to(jnp.arange(num_prefix, dtype=kept.dtype), (kept.shape[0], num_prefix))
+    positions = jnp.concatenate([prefix, num_prefix + kept], axis=1)
+    return _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype, positions=positions)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "num_prefix", "variant", "logits_dtype"))
@@ -116,7 +119,7 @@ def _zero_scores(model, params, h0, order, labels, orig_logp, k, *, num_prefix, 
 
 def _resolve_mode(model, mode: str | None) -> str:
     if mode is None:
-        return "drop" if getattr(model, "droppable_tokens", True) else "zero"
+        return "drop" if model.layout.droppable else "zero"
     if mode not in ("drop", "zero"):
         raise ValueError(f"unknown mode {mode!r}; expected 'drop', 'zero' or None")
     return mode
@@ -136,13 +139,13 @@ def deletion_curves(
     """MIF and LIF deletion curves of one batch.
 
     Args:
-      model, params: a model exposing `embed` (images → h₀ (B, N, C), prefix tokens first) and
-        `forward_tokens` (any number of tokens → (logits, aux)), with `model.config.num_prefix_tokens`.
+      model, params: a model (models/contract.py): `embed` (images → h₀ (B, N, C), prefix tokens first),
+        `forward_tokens` (any number of tokens → (logits, aux)) and its `layout` (prefix, droppable, positions).
       x: (B, H, W, C) normalised images.
       patch_maps: signed patch relevance, (B, gh, gw) or (B, n_patches), row-major, no prefix tokens.
       labels: (B,) int reference classes (the dataset label in the official protocol).
       ratios: the deletion ratios r.
-      mode: 'drop', 'zero', or None for `'drop' if getattr(model, 'droppable_tokens', True) else 'zero'`.
+      mode: 'drop', 'zero', or None for `'drop' if model.layout.droppable else 'zero'`.
       logits_dtype: optional dtype the unmasked and masked logits are cast to before scoring
         (jnp.bfloat16 mirrors the official code's storage); None keeps them as computed.
     Returns:
@@ -150,7 +153,7 @@ def deletion_curves(
     """
     mode = _resolve_mode(model, mode)
     labels = jnp.asarray(labels, jnp.int32)
-    num_prefix = model.config.num_prefix_tokens
+    num_prefix = model.layout.num_prefix
     maps = jnp.asarray(patch_maps).reshape(patch_maps.shape[0], -1)
     n = maps.shape[-1]
     counts = ratio_counts(ratios, n)

@@ -288,9 +288,7 @@ class MixerConfig(PatchGrid):
     """
 
     family: ClassVar[str] = "mixer"
-    # What the methods and metrics read off a ViT config: no prefix tokens, every token a patch.
-    class_token: ClassVar[bool] = False
-    num_prefix_tokens: ClassVar[int] = 0
+    num_prefix_tokens: ClassVar[int] = 0  # as `ViTConfig`'s count: every token is a patch
 
     img_size: tuple[int, int] = (224, 224)
     patch_size: tuple[int, int] = (16, 16)

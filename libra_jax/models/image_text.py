@@ -14,12 +14,14 @@ reached through `encode_text` / `init_all`; attribution never runs them (text fe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from libra_jax.models.contract import Capabilities
 from libra_jax.models.layers import Linear
 from libra_jax.models.text import TextConfig, TextTransformer
 from libra_jax.models.vit import VANILLA, VisionTransformer
@@ -57,11 +59,15 @@ class ImageTextModel(VisionTransformer):
         """Pooled image feature (..., C) → image embedding (..., E)."""
         return pooled if self.proj is None else self.proj(pooled)
 
-    def forward_tokens(self, tokens: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
-        """From h₀ (..., N, C): (unnormalised image embedding (..., E), aux as `VisionTransformer`)."""
-        pooled, aux = super().forward_tokens(tokens, rules)
-        emb = self.project(pooled)
-        return (emb if self.dtype is None else emb.astype(jnp.float32)), aux
+    @property
+    def capabilities(self) -> Capabilities:
+        """The image tower's, with a head: the projection to the image embedding."""
+        return dataclasses.replace(super().capabilities, head=True)
+
+    def _output(self, head_input: jax.Array, dist: jax.Array | None) -> jax.Array:
+        """The unnormalised image embedding (..., E) of the pooled feature (`forward_head`, `forward_tokens`)."""
+        emb = self.project(head_input)
+        return emb if self.dtype is None else emb.astype(jnp.float32)
 
     def encode_image(self, images: jax.Array, rules: Rules = VANILLA) -> jax.Array:
         """Images (..., H, W, 3) normalised NHWC → unnormalised image embeddings (..., E)."""

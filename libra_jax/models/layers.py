@@ -23,10 +23,9 @@ import numpy as np
 from flax import linen as nn
 
 from libra_jax import ops
+from libra_jax.models.contract import PROBES
 from libra_jax.models.rope import apply_rope
 from libra_jax.rules import Rules
-
-PROBES = "perturbations"
 
 default_kernel_init = nn.initializers.truncated_normal(0.02)
 
@@ -289,3 +288,10 @@ class Attention(nn.Module):
         if self.inner_norm:
             out = LayerNorm(self.eps, name="norm")(out, rules)
         return Linear(c, self.proj_bias, name="proj")(out), attn
+
+
+def captured(tree: dict, *path: str) -> jax.Array:
+    """The `__call__` output of the module at `path` in Flax's `capture_intermediates` collection."""
+    for name in path:
+        tree = tree[name]
+    return tree["__call__"][0]

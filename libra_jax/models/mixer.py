@@ -5,9 +5,9 @@ second half) architectures build it: patch-embed stem, blocks of token mixing (a
 token axis of the transposed (C, N) sequence) and channel mixing, final LayerNorm, token mean,
 head. Parameter names mirror timm's ('stem', 'blocks_3/mlp_tokens/fc1', 'norm', 'head').
 
-Same interface as `VisionTransformer` (forward passes return (logits, aux); probes as in
-models/layers.py), so the gradient methods run unchanged. Differences the methods see:
-no prefix tokens and no attention (aux blocks hold only 'out'); the token-mixing biases are
+Implements the model contract (models/contract.py), so the gradient methods run unchanged. What its
+capabilities report: no prefix tokens and no attention (aux blocks hold only 'out'), tokens that
+cannot be dropped, no blockwise members and no LRP relevance pass. The token-mixing biases are
 probed per token (their features are the tokens), and the token-MLP fc1 bias maps have no token
 axis at all, so FullGrad cannot place them (`bias_group` → 'unassigned', as the official code).
 """
@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from libra_jax import validate
 from libra_jax.models.config import DataConfig, MixerConfig
+from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
 from libra_jax.models.layers import GluMlp, LayerNorm, Linear, Mlp, probe
 from libra_jax.rules import PRESETS, Rules
 
@@ -54,17 +56,32 @@ class MlpMixer(nn.Module):
       `apply(v, images, rules)`: images (..., H, W, 3) normalised NHWC → (logits (..., K), aux).
       `apply(v, images, method="embed")` → h₀ (..., N, C), the stem output.
       `apply(v, tokens, rules, method="forward_tokens")`: from h₀ → (logits, aux).
-
-    aux: 'tokens' h₀; 'blocks': per block {'out': h_{l+1}}; 'features' (after the final norm);
-    'pooled' (head input).
     """
 
     config: MixerConfig
     data_config: DataConfig = DataConfig()
 
-    # Token mixing has one weight row per token position: deleting tokens is impossible, so the
-    # faithfulness metric zeroes them instead (the official `droppable_tokens_p=False`).
-    droppable_tokens = False
+    @property
+    def layout(self) -> TokenLayout:
+        # Token mixing has one weight row per token position: deleting tokens is impossible, so the
+        # faithfulness metric zeroes them instead (the official `droppable_tokens_p=False`).
+        return TokenLayout(num_prefix=0, grid=self.config.grid_size, droppable=False)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        cfg = self.config
+        gaps = ("no attention (not a Vision Transformer)",)
+        return Capabilities(depth=cfg.depth, num_classes=cfg.num_classes, head=cfg.num_classes > 0, relevance_gaps=gaps)
+
+    @nn.nowrap
+    def check_inputs(self, inputs: jax.Array) -> None:
+        """Images (B, H, W, C): normalised NHWC floats of the model's size (see `validate.check_images`)."""
+        validate.check_images(inputs, self.config, self.data_config)
+
+    @nn.nowrap
+    def token_mask(self, inputs: jax.Array) -> None:
+        """Images have no padded tokens."""
+        return None
 
     def setup(self):
         cfg = self.config
@@ -103,17 +120,29 @@ class MlpMixer(nn.Module):
         x = self.stem(images)
         return x.reshape(*x.shape[:-3], -1, x.shape[-1])
 
-    def forward_tokens(self, tokens: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
-        """Run the network from h₀ (..., N, C); returns (logits (..., K), aux)."""
+    def forward_head(self, pooled: jax.Array, rules: Rules = VANILLA, dist: jax.Array | None = None) -> jax.Array:
+        """Token-mean features (..., C) → logits (..., K) (the features themselves without a head)."""
+        return pooled if self.head is None else self.head(pooled)
+
+    def forward_tokens(
+        self,
+        tokens: jax.Array,
+        rules: Rules = VANILLA,
+        positions: jax.Array | None = None,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Aux]:
+        """Run the network from h₀ (..., N, C); returns (logits (..., K), aux). All N tokens are always there
+        (`positions` is not needed) and never padded (`mask` must be None)."""
+        if mask is not None:
+            raise ValueError("image tokens are never padded: call forward_tokens without a mask")
         tokens = probe(self, "tokens", tokens)
         x, blocks = tokens, []
         for block in self.blocks:
             x = block(x, rules)
-            blocks.append({"out": x})
+            blocks.append(BlockAux(out=x))
         x = self.norm(x, rules)
         pooled = x.mean(-2) if self.config.global_pool == "avg" else x
-        aux = {"tokens": tokens, "blocks": blocks, "features": x, "pooled": pooled}
-        return (pooled if self.head is None else self.head(pooled)), aux
+        return self.forward_head(pooled, rules), Aux(tokens=tokens, blocks=blocks, features=x, pooled=pooled)
 
-    def __call__(self, images: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
+    def __call__(self, images: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
         return self.forward_tokens(self.embed(images), rules)

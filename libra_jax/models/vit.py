@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from libra_jax import ops
+from libra_jax import ops, validate
+from libra_jax.models import vit_relevance
 from libra_jax.models.config import DataConfig, ViTConfig
+from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
 from libra_jax.models.layers import (
     Attention,
     GluMlp,
@@ -50,7 +52,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(
         self, x: jax.Array, rules: Rules, bias: jax.Array | None = None, rope: tuple[jax.Array, jax.Array] | None = None
-    ) -> tuple[jax.Array, dict]:
+    ) -> tuple[jax.Array, BlockAux]:
         """x (..., N, C); `bias` (shared relative-position bias) and `rope` (sin, cos) go to the attention."""
         cfg = self.config
         a, attn = Attention(
@@ -78,7 +80,7 @@ class Block(nn.Module):
         if cfg.init_values is not None:
             m = LayerScale(name="ls2")(m)
         x = probe(self, "out", x + m)
-        return x, {"attn": attn, "post_attn": post_attn}
+        return x, {"out": x, "attn": attn, "post_attn": post_attn}
 
 
 class AttentionPool(nn.Module):
@@ -110,15 +112,12 @@ class VisionTransformer(nn.Module):
     """timm `VisionTransformer` / `VisionTransformerDistilled`, and the ViT variants timm `Beit` (BEiT,
     BEiTv2: `BeitConfig`) and `Eva` (EVA-02: `EvaConfig`), whose differences live in the attention.
 
-    Call forms (all rank-polymorphic over leading batch axes):
+    Implements the model contract (models/contract.py, docs/design.md), blockwise members and the
+    LRP relevance record included. Call forms (all rank-polymorphic over leading batch axes):
       `apply(v, images, rules)`: images (..., H, W, 3) normalised NHWC → (logits, aux).
       `apply(v, images, method="embed")` → token embeddings h₀ (..., N, C) (prefix tokens first,
         position embedding added).
       `apply(v, tokens, rules, method="forward_tokens")`: from h₀ → (logits, aux).
-
-    aux: 'tokens' h₀; 'blocks': per block {'out': h_{l+1}, 'attn': A_l (H, N, N),
-    'post_attn': residual stream after the attention add}; 'features' (after the final norm);
-    'pooled' (head input).
     """
 
     config: ViTConfig
@@ -132,15 +131,40 @@ class VisionTransformer(nn.Module):
     stay float32. None computes everything in the params' and inputs' own dtype."""
 
     @property
-    def droppable_tokens(self) -> bool:
-        """Whether faithfulness may remove tokens (else it zeroes them); False for BEiT."""
-        return self.config.droppable_tokens
+    def layout(self) -> TokenLayout:
+        """Prefix tokens, then the patch grid. BEiT cannot drop tokens (its bias tables index the full grid);
+        RoPE models need the positions of the tokens left after removals."""
+        cfg = self.config
+        return TokenLayout(cfg.num_prefix_tokens, cfg.grid_size, cfg.droppable_tokens, cfg.rope is not None)
 
     @property
-    def uses_patch_positions(self) -> bool:
-        """Whether `forward_tokens` needs `patch_positions` after tokens were removed (RoPE models: the
-        rotation depends on each patch's grid position, which h₀ does not carry)."""
-        return self.config.rope is not None
+    def capabilities(self) -> Capabilities:
+        cfg = self.config
+        return Capabilities(
+            depth=cfg.depth,
+            num_classes=cfg.num_classes,
+            head=cfg.num_classes > 0,
+            attention=True,
+            class_token=cfg.class_token,
+            blockwise=True,
+            attention_pool=cfg.global_pool == "map",
+            relevance_gaps=vit_relevance.gaps(cfg),
+        )
+
+    @nn.nowrap
+    def check_inputs(self, inputs: jax.Array) -> None:
+        """Images (B, H, W, C): normalised NHWC floats of the model's size (see `validate.check_images`)."""
+        validate.check_images(inputs, self.config, self.data_config)
+
+    @nn.nowrap
+    def token_mask(self, inputs: jax.Array) -> None:
+        """Images have no padded tokens."""
+        return None
+
+    @nn.nowrap
+    def relevance_record(self, params, image: jax.Array, rules: Rules, probes: dict | None = None):
+        """Chefer's LRP relevance pass inputs from one forward of `image` (H, W, C): see models/vit_relevance.py."""
+        return vit_relevance.record(self, params, image, rules, probes)
 
     def setup(self):
         cfg = self.config
@@ -223,55 +247,99 @@ class VisionTransformer(nn.Module):
             x = x if pos is None else x + pos
         return x
 
-    def _rope(self, num_patches: int, patch_positions: jax.Array | None, dtype) -> tuple[jax.Array, jax.Array] | None:
-        """The RoPE (sin, cos) rows of the patch tokens present: all (in order), or those at `patch_positions`."""
+    def _rope(self, num_tokens: int, positions: jax.Array | None, dtype) -> tuple[jax.Array, jax.Array] | None:
+        """The RoPE (sin, cos) rows of the patch tokens present: all (in order), or those at `positions`."""
         spec = self.config.rope
         if spec is None:
             return None
         sin, cos = rope_table(spec)
-        if patch_positions is None:
-            if num_patches != sin.shape[0]:
+        npt = self.config.num_prefix_tokens
+        if positions is None:
+            if num_tokens - npt != sin.shape[0]:
                 raise ValueError(
-                    f"{num_patches} patch tokens but the RoPE table covers {sin.shape[0]} grid positions;"
-                    " pass patch_positions (the grid index of each patch token) when tokens were removed"
+                    f"{num_tokens - npt} patch tokens but the RoPE table covers {sin.shape[0]} grid positions;"
+                    " pass positions (the layout index of each token) when tokens were removed"
                 )
             return jnp.asarray(sin, dtype), jnp.asarray(cos, dtype)
-        return jnp.asarray(sin, dtype)[patch_positions], jnp.asarray(cos, dtype)[patch_positions]
+        grid_index = positions[..., npt:] - npt
+        return jnp.asarray(sin, dtype)[grid_index], jnp.asarray(cos, dtype)[grid_index]
 
-    def block_context(self, x: jax.Array, patch_positions: jax.Array | None = None) -> tuple:
+    def block_context(self, x: jax.Array, positions: jax.Array | None = None) -> tuple:
         """What every block takes besides its input x (..., N, C): (shared relative-position bias or None,
-        RoPE (sin, cos) rows of the patch tokens or None). `patch_positions` as in `forward_tokens`."""
+        RoPE (sin, cos) rows of the patch tokens or None). `positions` as in `forward_tokens`."""
         bias = None if self.rel_pos_bias is None else self.rel_pos_bias().astype(x.dtype)
-        return bias, self._rope(x.shape[-2] - self.config.num_prefix_tokens, patch_positions, x.dtype)
+        return bias, self._rope(x.shape[-2], positions, x.dtype)
+
+    def enter_blocks(self, tokens: jax.Array, rules: Rules = VANILLA) -> jax.Array:
+        """h₀ (..., N, C) → the input of block 0 (through norm_pre when the model has one)."""
+        return tokens if self.norm_pre is None else self.norm_pre(tokens, rules)
+
+    def forward_block(
+        self, x: jax.Array, index: int, rules: Rules = VANILLA, positions: jax.Array | None = None
+    ) -> tuple[jax.Array, BlockAux]:
+        """Block `index` alone: its input (..., N, C) → (its output (..., N, C), its aux)."""
+        return self.blocks[index](x, rules, *self.block_context(x, positions))
+
+    def final_norm(self, x: jax.Array, rules: Rules = VANILLA) -> jax.Array:
+        """The norm after the blocks ((..., N, C) or pooled (..., C)); identity when the model has none."""
+        return x if self.norm is None else self.norm(x, rules)
+
+    def attention_pool(self, features: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, jax.Array]:
+        """MAP head: features (..., N, C) → (pooled (..., C), the pool's attention (..., H, 1, N − prefix))."""
+        return self.attn_pool(features[..., self.config.num_prefix_tokens :, :], rules)
+
+    def forward_head(self, pooled: jax.Array, rules: Rules = VANILLA, dist: jax.Array | None = None) -> jax.Array:
+        """Pooled features (..., C) (before fc_norm) → output (..., K); `dist` feeds `head_dist` (DeiT-distilled)."""
+        return self._output(self._head_input(pooled, rules), dist)
+
+    def _head_input(self, pooled: jax.Array, rules: Rules) -> jax.Array:
+        return pooled if self.fc_norm is None else self.fc_norm(pooled, rules)
+
+    def _output(self, head_input: jax.Array, dist: jax.Array | None) -> jax.Array:
+        """The head on the (fc-normed) pooled features; without a head the features themselves."""
+        if self.head is None:
+            return head_input
+        logits = self.head(head_input)
+        if self.head_dist is not None:
+            logits = 0.5 * (logits + self.head_dist(dist))
+        if self.dtype is not None:
+            logits = logits.astype(jnp.float32)  # the explained softmax / logit in full precision
+        return logits
 
     def forward_tokens(
-        self, tokens: jax.Array, rules: Rules = VANILLA, patch_positions: jax.Array | None = None
-    ) -> tuple[jax.Array, dict]:
-        """Run the network from h₀ (..., N, C); returns (logits (..., K), aux).
+        self,
+        tokens: jax.Array,
+        rules: Rules = VANILLA,
+        positions: jax.Array | None = None,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Aux]:
+        """Run the network from h₀ (..., n, C); returns (logits (..., K), aux).
 
-        `patch_positions` (..., N − prefix) int: the grid index of each patch token when some were removed
-        (faithfulness); only RoPE models read it (elsewhere the position embedding is already in h₀).
+        `positions` (..., n) int: the layout index of each token when some were removed (faithfulness); only
+        RoPE models read it (elsewhere the position embedding is already in h₀). Images have no padding:
+        `mask` must be None.
         """
+        if mask is not None:
+            raise ValueError("image tokens are never padded: call forward_tokens without a mask")
         cfg = self.config
         tokens = probe(self, "tokens", tokens)
-        x = tokens if self.norm_pre is None else self.norm_pre(tokens, rules)
+        x = self.enter_blocks(tokens, rules)
         has_tables = cfg.rel_pos_window is not None or cfg.shared_rel_pos_window is not None
         if has_tables and x.shape[-2] != cfg.num_tokens:
             raise ValueError(
                 f"{x.shape[-2]} tokens, but the relative-position bias covers all {cfg.num_tokens}:"
                 " this model cannot drop tokens (zero them instead)"
             )
-        context = self.block_context(x, patch_positions)
+        context = self.block_context(x, positions)
         blocks = []
         for block in self.blocks:
             x, block_aux = block(x, rules, *context)
-            blocks.append({"out": x, **block_aux})
-        if self.norm is not None:
-            x = self.norm(x, rules)
-        aux = {"tokens": tokens, "blocks": blocks, "features": x}
+            blocks.append(block_aux)
+        x = self.final_norm(x, rules)
         npt = cfg.num_prefix_tokens
+        pool_attn = {}
         if self.attn_pool is not None:
-            pooled, aux["pool_attn"] = self.attn_pool(x[..., npt:, :], rules)
+            pooled, pool_attn["pool_attn"] = self.attention_pool(x, rules)
         elif cfg.global_pool == "token" or cfg.dist_token:
             pooled = x[..., 0, :]
         elif cfg.global_pool == "avg":
@@ -282,17 +350,9 @@ class VisionTransformer(nn.Module):
             pooled = 0.5 * (x[..., npt:, :].max(-2) + x[..., npt:, :].mean(-2))
         else:
             pooled = x
-        if self.fc_norm is not None:
-            pooled = self.fc_norm(pooled, rules)
-        aux["pooled"] = pooled
-        if self.head is None:
-            return pooled, aux
-        logits = self.head(pooled)
-        if self.head_dist is not None:
-            logits = 0.5 * (logits + self.head_dist(x[..., 1, :]))
-        if self.dtype is not None:
-            logits = logits.astype(jnp.float32)  # the explained softmax / logit in full precision
-        return logits, aux
+        head_input = self._head_input(pooled, rules)
+        aux = Aux(tokens=tokens, blocks=blocks, features=x, pooled=head_input, **pool_attn)
+        return self._output(head_input, x[..., 1, :] if cfg.dist_token else None), aux
 
-    def __call__(self, images: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
+    def __call__(self, images: jax.Array, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
         return self.forward_tokens(self.embed(images), rules)

@@ -1,0 +1,236 @@
+"""The model contract: everything the attribution methods and metrics may ask of a model (docs/design.md).
+
+A model is a Flax Linen module. Its *traced* members run inside `model.apply` (e.g.
+`model.apply({"params": p}, x, method="embed")`); its *static* members (`layout`, `capabilities`,
+`bias_group`, `check_inputs`, `token_mask`) are plain Python on the unbound module. Shapes are per example
+and rank-polymorphic: a leading batch axis may precede every one of them.
+
+Probes. The methods read gradients w.r.t. intermediates from one backward pass through zero-valued
+probes in the Flax collection `PROBES` (see models/layers.py), which a model names as follows:
+`tokens` (h₀), `blocks_{l}/out` (h_{l+1}), `blocks_{l}/attn/attn` (A_l, models with attention),
+`attn_pool/attn` (the attention pool's A), and `<module path>/bias` on every bias (FullGrad's bias
+maps, placed by `bias_group`). `probe_path` spells these paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NotRequired, Protocol, TypedDict, runtime_checkable
+
+import jax
+
+from libra_jax.rules import Rules
+
+PROBES = "perturbations"
+"""The Flax collection of the zero-valued probes."""
+
+BIAS_GROUPS = ("block", "pre", "end", "broadcast", "head", "unassigned")
+"""Where FullGrad puts a bias map (`Model.bias_group`): inside block l; before block 0 (counted at layer 0
+only); per token after the blocks; one row added to every token; a pooled head bias (added to token 0, as
+the official implementation does); no token axis at all (left out of the maps, kept for the bookkeeping)."""
+
+
+def probe_path(kind: str, index: int | None = None) -> tuple[str, ...]:
+    """The probe tree path of `kind`: 'tokens', 'out' / 'attn' of block `index`, or 'pool_attn'."""
+    paths = {
+        "tokens": ("tokens",),
+        "out": (f"blocks_{index}", "out"),
+        "attn": (f"blocks_{index}", "attn", "attn"),
+        "pool_attn": ("attn_pool", "attn"),
+    }
+    if kind not in paths:
+        raise ValueError(f"unknown probe kind {kind!r}; expected one of {sorted(paths)}")
+    return paths[kind]
+
+
+def probe_at(tree: dict, kind: str, index: int | None = None):
+    """The entry of a probe (or probe-gradient) tree at `probe_path(kind, index)`."""
+    for name in probe_path(kind, index):
+        tree = tree[name]
+    return tree
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+    """How the token sequence h₀ (N, C) is laid out, and how a token map is shown.
+
+    num_prefix: tokens before the content tokens (cls, distillation, registers). They are never ranked or
+      removed by the faithfulness metric and are dropped from grid maps.
+    grid: (gh, gw) when the N − num_prefix content tokens are a row-major patch grid; None for a plain
+      sequence (text). Public maps are (B, gh, gw) on a grid and (B, N) otherwise.
+    droppable: whether tokens may be removed from the sequence (else the faithfulness metric zeroes them:
+      position tables or token-mixing weights index every position).
+    needs_positions: whether `forward_tokens` must be told the `positions` of the tokens it gets once some
+      were removed (RoPE: the rotation depends on the position, which h₀ does not carry).
+    """
+
+    num_prefix: int = 0
+    grid: tuple[int, int] | None = None
+    droppable: bool = True
+    needs_positions: bool = False
+
+    def to_map(self, token_maps: jax.Array) -> jax.Array:
+        """(..., N) token maps → (..., gh, gw) patch maps (prefix dropped) on a grid; unchanged otherwise."""
+        if self.grid is None:
+            return token_maps
+        gh, gw = self.grid
+        return token_maps[..., self.num_prefix :].reshape(*token_maps.shape[:-1], gh, gw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a model offers beyond the core members; methods declare which of these they need.
+
+    depth: number of blocks L (aux['blocks'] has L entries).
+    num_classes: width of a classifier output (0: the output is not class logits, e.g. an embedding).
+    head: `forward_head` turns pooled features into the explained output (a classifier or a projection).
+    attention: every block reports its attention A_l (H, N, N) in aux and probes it.
+    class_token: token 0 is a class token (the row that attention methods read).
+    blockwise: `enter_blocks`, `forward_block` and `final_norm` run the blocks one at a time (LeGrad).
+    attention_pool: the head pools with attention (`attention_pool`, a MAP head).
+    relevance_gaps: why Chefer's LRP relevance pass (`relevance_record`) is not defined for this model, as
+      phrases ('no class token', 'a gated MLP', ...); empty when it is.
+    """
+
+    depth: int
+    num_classes: int = 0
+    head: bool = True
+    attention: bool = False
+    class_token: bool = False
+    blockwise: bool = False
+    attention_pool: bool = False
+    relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
+
+
+Requirement = Callable[[Capabilities], str | None]
+"""A method's need: capabilities → None when met, else the problem, phrased for the user."""
+
+
+class BlockAux(TypedDict):
+    """What block l reports: out h_{l+1} (N, C); with attention, attn A_l (H, N, N) and post_attn (the
+    residual stream after the attention add, (N, C))."""
+
+    out: jax.Array
+    attn: NotRequired[jax.Array]
+    post_attn: NotRequired[jax.Array]
+
+
+class Aux(TypedDict):
+    """The second output of `forward_tokens`: tokens h₀ (N, C) as probed; blocks (one `BlockAux` per block);
+    features (N, C) after the final norm; pooled (C,) the head's input; pool_attn (H, 1, N − prefix) for an
+    attention-pool head."""
+
+    tokens: jax.Array
+    blocks: list[BlockAux]
+    features: jax.Array
+    pooled: jax.Array
+    pool_attn: NotRequired[jax.Array]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """The members every model implements (traced ones run inside `apply`); see the module docstring.
+
+    Blockwise members (`Capabilities.blockwise`) and `relevance_record` (`Capabilities.relevance_gaps`
+    empty) are only called when the capability says they exist.
+    """
+
+    @property
+    def layout(self) -> TokenLayout: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def check_inputs(self, inputs: Any) -> None:
+        """Static: raise ValueError naming what is wrong with a batch of inputs (shapes, dtype; values at run time)."""
+
+    def token_mask(self, inputs: Any) -> jax.Array | None:
+        """Static: (..., N) bool, False at padded positions of a batch of inputs; None when nothing is padded."""
+
+    def embed(self, inputs: Any) -> jax.Array:
+        """Traced: inputs (an image (H, W, C), or a model-defined pytree such as text ids) → h₀ (N, C)."""
+
+    def forward_tokens(
+        self,
+        tokens: jax.Array,
+        rules: Rules,
+        positions: jax.Array | None = None,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Aux]:
+        """Traced: h₀ (n, C) → (output (K,), aux). n may be < N after removals: `positions` (n,) int then
+        gives each token's index in the full layout; `mask` (n,) bool marks real (not padded) tokens."""
+
+    def forward_head(self, pooled: jax.Array, rules: Rules, dist: jax.Array | None = None) -> jax.Array:
+        """Traced: pooled final features (C,) → output (K,); `dist` (C,) is the distillation token's
+        feature for two-head models (ignored by others)."""
+
+    def bias_group(self, path: str) -> tuple[str, int | None]:
+        """Static: (group in `BIAS_GROUPS`, block index or None) of the bias probe at module path `path`."""
+
+    def __call__(self, inputs: Any, rules: Rules) -> tuple[jax.Array, Aux]:
+        """Traced: `forward_tokens(embed(inputs), rules, mask=token_mask(inputs))`."""
+
+
+@runtime_checkable
+class BlockwiseModel(Model, Protocol):
+    """The members behind `Capabilities.blockwise` and `attention_pool` (traced, per example)."""
+
+    def enter_blocks(self, tokens: jax.Array, rules: Rules) -> jax.Array:
+        """h₀ (N, C) → the input of block 0 (e.g. through a pre-norm)."""
+
+    def forward_block(
+        self, x: jax.Array, index: int, rules: Rules, positions: jax.Array | None = None
+    ) -> tuple[jax.Array, BlockAux]:
+        """Block `index` alone: its input (N, C) → (its output (N, C), its aux)."""
+
+    def final_norm(self, x: jax.Array, rules: Rules) -> jax.Array:
+        """The norm after the blocks, on tokens (N, C) or a pooled (C,) feature."""
+
+    def attention_pool(self, features: jax.Array, rules: Rules) -> tuple[jax.Array, jax.Array]:
+        """Attention-pool head: features (N, C) → (pooled (C,), its attention (H, 1, N − prefix))."""
+
+
+class RelevanceBlock(TypedDict):
+    """One plain pre-norm block as Chefer's relevance pass reads it: its input, norm1 and norm2 outputs,
+    fused q/k/v (N, 3C), attention A (H, N, N), the attention and MLP branches added to the residual stream
+    (N, C), the residual after the attention add, the activated MLP hidden (N, M), and the bias-free
+    kernels (in, out) of qkv, proj, fc1 and fc2."""
+
+    input: jax.Array
+    norm1: jax.Array
+    qkv: jax.Array
+    attn: jax.Array
+    attn_branch: jax.Array
+    post_attn: jax.Array
+    norm2: jax.Array
+    hidden: jax.Array
+    mlp_branch: jax.Array
+    qkv_kernel: jax.Array
+    proj_kernel: jax.Array
+    fc1_kernel: jax.Array
+    fc2_kernel: jax.Array
+
+
+class RelevanceRecord(TypedDict):
+    """`relevance_record`'s output for one example: output (K,), aux, one `RelevanceBlock` per block,
+    head_kernel (C, K), and the embedding: patches (P, C) (the patch projection's output), prefix (npt, C)
+    token embeddings, pos (N, C) position embedding per token (None without one) and patch_kernel
+    (ph, pw, C_in, C)."""
+
+    output: jax.Array
+    aux: Aux
+    blocks: list[RelevanceBlock]
+    head_kernel: jax.Array
+    patches: jax.Array
+    prefix: jax.Array
+    pos: jax.Array | None
+    patch_kernel: jax.Array
+
+
+@runtime_checkable
+class RelevanceModel(Model, Protocol):
+    """The member behind `Capabilities.relevance_gaps == ()`."""
+
+    def relevance_record(self, params: dict, image: jax.Array, rules: Rules, probes: dict | None = None):
+        """Static: one forward of `image` with `probes` (or none) → `RelevanceRecord`."""
