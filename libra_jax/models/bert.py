@@ -27,6 +27,7 @@ and a padded sequence has exactly the logits, and its real tokens exactly the ma
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -179,3 +180,13 @@ class BertClassifier(nn.Module):
 
     def __call__(self, inputs, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
         return self.forward_tokens(self.embed(inputs), inputs.attention_mask, rules)
+
+
+def param_shapes(model: BertClassifier) -> dict:
+    """The model's params tree as ShapeDtypeStructs (no weights are initialised).
+
+    Traced through `forward_tokens`, which needs no `TextInputs`: `setup` creates the embedding tables anyway.
+    """
+    tokens = jax.ShapeDtypeStruct((1, model.config.hidden_size), jnp.float32)
+    mask = jax.ShapeDtypeStruct((1,), jnp.int32)
+    return jax.eval_shape(partial(model.init, method="forward_tokens"), jax.random.key(0), tokens, mask)["params"]
