@@ -153,12 +153,16 @@ def test_explain_runs_the_model_forward_once():
 
 def test_label_names_forms(tmp_path):
     checkpoint = str(tmp_path / "weights.safetensors")
-    assert explain.label_names("vit_tiny_patch16_224", checkpoint) is None  # no config.json beside it
-    (tmp_path / "config.json").write_text(json.dumps({"label_names": {"0": "cat", "2": "dog"}}))
-    assert explain.label_names("vit_tiny_patch16_224", checkpoint) == {0: "cat", 2: "dog"}
-    assert explain.label_names(str(tmp_path), None) == {0: "cat", 2: "dog"}  # a model folder
+    assert explain.label_names("vit_tiny_patch16_224", checkpoint, 2) is None  # no config.json beside it
+    assert explain.label_names("vit_tiny_patch16_224", checkpoint, 1000)[0] == "tench"  # an ImageNet-1k head
+    (tmp_path / "config.json").write_text(json.dumps({"label_names": {"0": "cat", "1": "dog"}}))
+    assert explain.label_names("vit_tiny_patch16_224", checkpoint, 2) == {0: "cat", 1: "dog"}
+    assert explain.label_names(str(tmp_path), None, 2) == {0: "cat", 1: "dog"}  # a model folder
+    assert explain.label_names(str(tmp_path), None, 5) is None  # a re-trained head: the names do not fit
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "left", "1": "right"}}))
+    assert explain.label_names(str(tmp_path), None, 2) == {0: "left", 1: "right"}  # a transformers config
     (tmp_path / "config.json").write_text("{not json")
-    assert explain.label_names(str(tmp_path), None) is None
+    assert explain.label_names(str(tmp_path), None, 2) is None
 
 
 def test_label_names_from_the_hub_cache(tmp_path, monkeypatch):
@@ -171,13 +175,13 @@ def test_label_names_from_the_hub_cache(tmp_path, monkeypatch):
         return str(config)
 
     monkeypatch.setattr(explain.huggingface_hub, "try_to_load_from_cache", cached)
-    assert explain.label_names("vit_tiny_patch16_224", None) == {0: "a", 1: "b"}  # the default tag's repo
-    assert explain.label_names("hf-hub:org/model@v1", None) == {0: "a", 1: "b"}
+    assert explain.label_names("vit_tiny_patch16_224", None, 2) == {0: "a", 1: "b"}  # the default tag's repo
+    assert explain.label_names("hf-hub:org/model@v1", None, 2) == {0: "a", 1: "b"}
     assert asked == [
         ("timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k", "config.json", None),
         ("org/model", "config.json", "v1"),
     ]
-    assert explain.label_names("no_such_architecture", None) is None
+    assert explain.label_names("no_such_architecture", None, 2) is None
 
 
 @pytest.mark.parametrize(

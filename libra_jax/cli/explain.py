@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from libra_jax import image_text, viz
+from libra_jax import image_text, labels, viz
 from libra_jax.cli.options import UserError, add_method_arguments, add_model_arguments, methods_from, model_from
 from libra_jax.preprocess import preprocess
 from libra_jax.run import predict_and_attribute
@@ -73,11 +73,12 @@ def read_image(path: str) -> np.ndarray:
         raise UserError(f"cannot read image file {path}: {e}") from None
 
 
-def label_names(model_name: str, checkpoint: str | None) -> dict[int, str] | None:
-    """Class names {index: name} from the `label_names` of the weights' HF `config.json`, if at hand.
+def label_names(model_name: str, checkpoint: str | None, num_classes: int) -> dict[int, str] | None:
+    """Class names {index: name} (`libra_jax.labels.class_names`): the `id2label` / `label_names` of the weights'
+    HF `config.json` when at hand, else the ImageNet-1k names for a 1000-class head; None otherwise.
 
     The config is looked for beside a local checkpoint, inside a model folder, or in the HF hub cache
-    for a hub name (never downloaded just for the names). None when there is none or it has no names.
+    for a hub name (never downloaded just for the names).
     """
     local = checkpoint or (model_name if os.path.exists(model_name) else None)
     if local is not None:
@@ -86,22 +87,21 @@ def label_names(model_name: str, checkpoint: str | None) -> dict[int, str] | Non
         try:
             ref = hub.parse_hub_name(model_name) or hub.HubRef(registry.resolve(model_name).hf_hub_id)
         except ValueError:
-            return None
-        if ref.repo_id is None:
-            return None
-        path = huggingface_hub.try_to_load_from_cache(ref.repo_id, "config.json", revision=ref.revision)
-    if not isinstance(path, str) or not os.path.isfile(path):  # the cache answers a sentinel for "known absent"
-        return None
+            ref = None
+        path = None
+        if ref is not None and ref.repo_id is not None:
+            path = huggingface_hub.try_to_load_from_cache(ref.repo_id, "config.json", revision=ref.revision)
+    config = None
+    if isinstance(path, str) and os.path.isfile(path):  # the cache answers a sentinel for "known absent"
+        try:
+            config = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
     try:
-        config = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        names = labels.class_names(config if isinstance(config, dict) else None, num_classes, short=True)
+    except ValueError:  # a re-trained head whose config still names the old classes
         return None
-    names = config.get("label_names") if isinstance(config, dict) else None
-    if isinstance(names, list):
-        return {i: str(name) for i, name in enumerate(names)}
-    if isinstance(names, dict):  # timm also writes {"0": "tench", ...}
-        return {int(k): str(v) for k, v in names.items() if str(k).isdigit()}
-    return None
+    return dict(enumerate(names)) if names else None
 
 
 def explainer(model, methods: dict[str, tuple[str, str]], target_for: Callable | None = None) -> Callable:
@@ -153,14 +153,14 @@ def run(args: argparse.Namespace) -> int:
     y = np.tile(np.asarray(args.target, np.int32), (len(images), 1)) if args.target else None
     logits, maps = explainer(model, methods)(params, x, y)
     probs = np.asarray(jax.nn.softmax(logits.astype(np.float32), axis=-1))
-    names = label_names(args.model, args.checkpoint)
+    names = label_names(args.model, args.checkpoint, num_classes)
     for path, p in zip(args.image, probs, strict=True):
         print_top5(path, p, names)
     if y is None:
         y, maps = probs.argmax(-1)[:, None], {name: m[:, None] for name, m in maps.items()}
     classes = y[:, 0] if y.shape[1] == 1 else args.target  # per image, or the same several for every image
     print(f"explaining class {', '.join(map(str, classes))} with {', '.join(methods)}")
-    captions = [[f"class {k}" for k in row] for row in y]
+    captions = [[f"class {k}" + (f" {names[k]}" if names and k in names else "") for k in row] for row in y]
     viz.save_png(args.out, overlay_grid(model, x, maps, captions, methods, args))
     print(f"wrote {args.out}")
     return 0
