@@ -11,7 +11,7 @@ Layout of a dataset folder (e.g. the unpacked `movies.zip`)::
 
 Evidence spans index the document's whitespace tokens (`text.split()`, all lines flattened), end
 exclusive; an evidence's `text` is its tokens joined by spaces. Chefer's benchmark feeds the raw
-document text to the tokenizer and scores words of `text.split()` (`reference/language.md` §1.2), so
+document text to the tokenizer and scores words of `text.split()`, so
 both are returned. Every evidence group of the annotation counts toward the rationale.
 """
 

@@ -1,4 +1,4 @@
-"""Faithfulness of text attributions by removing tokens: ERASER AOPC and MoRF / LeRF deletion curves (SPEC §7).
+"""Faithfulness of text attributions by removing tokens: ERASER AOPC and MoRF / LeRF deletion curves.
 
 Both work on plain arrays and a model callable, so they plug into any text model:
 

@@ -1,7 +1,7 @@
-"""Plausibility of text attributions: agreement of signed maps with ground-truth rationales (SPEC §7).
+"""Plausibility of text attributions: agreement of signed maps with ground-truth rationales.
 
 * `token_f1`: token-F1 of the top-k words against the rationale, the way Chefer's ERASER Movie Reviews
-  benchmark computes it (`reference/language.md` §1.2): for k = 5, 10, …, 80 the k highest-scoring
+  benchmark computes it: for k = 5, 10, …, 80 the k highest-scoring
   words of each document are the predicted rationale; ERASER's `score_hard_rationale_predictions` then
   gives instance-micro P/R/F1 (over all (document, word) pairs) and instance-macro P/R/F1 (the means of
   the per-document values; F1 = 0 when P or R is 0). Word scores come from `libra_jax.text.words`
@@ -11,7 +11,7 @@
 * `source_hits`: decoder tasks with one true source position: AP of the map against it and whether
   the map's top-1 position is it.
 
-All maps are signed and used as they are (SPEC §5).
+All maps are signed and used as they are.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def token_f1(word_scores, rationale, valid=None, ks: Sequence[int] = CHEFER_KS, 
         with fewer than k valid words predicts all of them.
       ks: the top-k sizes.
       clamp: rank max(score, 0), as Chefer's pipeline does (`cam.clamp(min=0)`): negative words then
-        tie at 0 and fall back to index order. Default: the signed scores (SPEC §5).
+        tie at 0 and fall back to index order. Default: the signed scores.
     Returns:
       {'k': (K,) int, 'micro_p', 'micro_r', 'micro_f1', 'macro_p', 'macro_r', 'macro_f1': (K,) float64}.
       Documents with neither gold nor predicted words take no part in the macro means (as in ERASER).

@@ -3,7 +3,7 @@
 Under rule "detach" the backward is ∂y/∂x = gate(x) (for GELU the exact Φ(x)); the forward
 is always the original op, computed once. Rule "plain" is the op itself with JAX's own AD.
 tanh (BERT pooler, RoBERTa head, logit soft-capping) is x·(tanh(x)/x), so under "detach" it is
-linear for the backward and FullGrad stays complete (SPEC §7); ReLU's gate is the step, whose
+linear for the backward and FullGrad stays complete; ReLU's gate is the step, whose
 "detach" backward equals its plain one.
 """
 

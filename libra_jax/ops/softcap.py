@@ -1,7 +1,7 @@
 """Soft-capping c·tanh(x/c) (Gemma 2 final logits) with the LibraGrad "gate constant" backward.
 
 c·tanh(x/c) = x·g(x) with g(x) = tanh(x/c)/(x/c). Under rule "detach" g is held constant, so the op is
-linear for the backward (∂y/∂x = g(x)) and FullGrad stays complete through it (SPEC §7); "plain" is
+linear for the backward (∂y/∂x = g(x)) and FullGrad stays complete through it; "plain" is
 JAX's own derivative 1 − tanh²(x/c).
 """
 
