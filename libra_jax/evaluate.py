@@ -252,9 +252,14 @@ def evaluate_data(
     kw = {"method_options": {"steps": options.steps} if options.steps and "ig" in methods else {}}
     kw["progress"] = options.progress
     if data == "benchmark":
-        cfg = benchmark or synthetic.BenchmarkConfig(
-            image_size=model.config.img_size[0], num_classes=model.config.num_classes
-        )
+        k = model.config.num_classes
+        if benchmark is None and not synthetic.MIN_CLASSES <= k <= len(synthetic.CLASSES):
+            raise ValueError(
+                f"the synthetic benchmark has {synthetic.MIN_CLASSES}–{len(synthetic.CLASSES)} shape classes, so a"
+                f" {k}-class model cannot be scored on it: evaluate a model trained on it (`libra-jax train`, or"
+                " the embedded synthetic_vit), or evaluate this one on a real dataset (--data imagenet:PATH)"
+            )
+        cfg = benchmark or synthetic.BenchmarkConfig(image_size=model.config.img_size[0], num_classes=k)
         if (cfg.image_size, cfg.image_size) != model.config.img_size:
             raise ValueError(f"the benchmark makes {cfg.image_size}px images; the model takes {model.config.img_size}")
         n, b = options.n, options.batch_size

@@ -155,3 +155,9 @@ def test_cli_evaluate_methods_rules_and_model_kw(tmp_path, capsys):
     assert meta["methods"] == ["ixg", "fullgrad"] and meta["presets"] == ["vanilla", "libra"]
     assert cli.main([*argv, "--model-kw", "depth=1"]) == 2  # a 1-block model does not take the 2-block weights
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_a_model_with_other_classes_with_advice():
+    model, params = tiny_model(num_classes=1000)
+    with pytest.raises(ValueError, match=r"8–10 shape classes, so a 1000-class model cannot be scored on it.*--data"):
+        evaluate.evaluate_data(model, params, [("ixg", "libra")], "benchmark", evaluate.EvaluateOptions(4, 2))

@@ -21,10 +21,10 @@ DEFAULT_METHODS = (
     "hirescam",
     "gradcam",
     "xgradcam_plus",
-    "ig",
     "genatt",
     "rollout",
 )
+"""Single-pass methods only, so the default table costs one forward + backward per preset (add `ig` by name)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
