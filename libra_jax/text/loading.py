@@ -27,7 +27,7 @@ import numpy as np
 
 from libra_jax.image_text.keys import Table, fuse_qkv, rename
 from libra_jax.models.bert import BertClassifier, BertConfig
-from libra_jax.text.inputs import TextInputs
+from libra_jax.models.text_inputs import TextInputs
 from libra_jax.weights import hub
 from libra_jax.weights.formats import read_state_dict
 from libra_jax.weights.keymap import timm_to_params
