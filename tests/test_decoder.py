@@ -328,8 +328,8 @@ def test_loader_reports_key_diff_and_reads_folders(case):
         convert(model, state, source="edited")
     assert "- blocks_1/mlp/fc1_x/kernel" in str(err.value)
     assert "+ model.layers.0.self_attn.rotary.weight" in str(err.value)
-    with pytest.raises(ValueError, match="neither a local folder nor a hub name"):
-        load_decoder("not-a-folder-or-repo")
+    with pytest.raises(ValueError, match="neither an existing file or folder nor an HF repo id"):
+        load_decoder("not/a/folder-or-repo")
 
 
 def test_config_from_older_gemma3_json():

@@ -269,7 +269,7 @@ def test_cli_explains_several_prompts(tmp_path, capsys):
     """`libra-jax explain --prompt ... --prompt ...` on an open_clip folder: one overlay row per image × prompt."""
     from PIL import Image
 
-    from libra_jax import cli
+    from libra_jax import cli, viz
 
     cfg = {**OPEN_CLIP_CFG, "text_cfg": {**OPEN_CLIP_CFG["text_cfg"], "vocab_size": 49408, "context_length": 77}}
     oc = perturb(open_clip.model.CLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"], quick_gelu=True))
@@ -283,7 +283,8 @@ def test_cli_explains_several_prompts(tmp_path, capsys):
     assert cli.main(args) == 0
     stdout = capsys.readouterr().out
     assert "a photo of a zebra" in stdout and "a horse" in stdout and "explaining 2 prompt(s)" in stdout
-    with Image.open(out) as heat:
-        rows, cols = heat.size[1], heat.size[0]
-    assert rows > cols / 3 * 1.5  # two rows (one per prompt) of three panels
+    blank = np.zeros((IMG, IMG, 3), np.uint8)
+    panels = [blank, viz.overlay(blank, np.zeros((2, 2))), viz.overlay(blank, np.zeros((2, 2)))]
+    with Image.open(out) as heat:  # two rows (one per prompt): the input, then two overlays with colour bars
+        assert np.asarray(heat).shape == viz.grid([panels] * 2, [[""] * 3] * 2).shape
     assert cli.main([*args[:-5], "--prompt", "x", "--target", "3"]) == 2  # --target makes no sense with prompts

@@ -136,13 +136,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, cache_dir: str | os.PathL
         raise ValueError(f"{name!r} is neither an HF repo ('hf-hub:org/repo') nor a directory")
 
     def get(filename: str) -> Path | None:
-        if ref is None:
-            path = Path(name) / filename
-            return path if path.is_file() else None
-        try:
-            return hub.fetch(ref, filename, cache_dir)
-        except hub.HubError:
-            return None
+        return hub.repo_file(ref, name, filename, cache_dir)
 
     config = get(open_clip.CONFIG_FILE) or get(hf.CONFIG_FILE)
     if config is None:

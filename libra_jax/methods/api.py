@@ -87,8 +87,9 @@ def attribution(
       **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
         rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
     Returns:
-      fn(params, x, y): x a batch of inputs ((B, H, W, C) normalised NHWC float images for vision models);
-        y int (B,) class indices, or
+      fn(params, x, y): x a batch of inputs ((B, H, W, C) normalised NHWC float images for vision models, a
+        `TextInputs` (B, N) for text models); y int (B,) class indices (for a decoder with
+        target=`text.next_token.next_token_target()`: (B, 2) (position, token) pairs), or
       (B, K) class weights, or (B, T) / (B, T, K) for T targets per image (one forward, the
       backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw) or
       (B, N) map (or a dict of them for a list of methods), float32 whatever the model's compute dtype.

@@ -30,6 +30,7 @@ and a padded sequence has exactly the logits, and its real tokens exactly the ma
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -228,3 +229,12 @@ class BertClassifier(nn.Module):
 
     def __call__(self, inputs, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
         return self.forward_tokens(self.embed(inputs), rules, mask=self.token_mask(inputs))
+
+
+def param_shapes(model: BertClassifier) -> dict:
+    """The model's params tree as ShapeDtypeStructs (no weights are initialised).
+
+    Traced through `forward_tokens`, which needs no `TextInputs`: `setup` creates the embedding tables anyway.
+    """
+    tokens = jax.ShapeDtypeStruct((1, model.config.hidden_size), jnp.float32)
+    return jax.eval_shape(partial(model.init, method="forward_tokens"), jax.random.key(0), tokens)["params"]

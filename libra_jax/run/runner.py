@@ -253,20 +253,10 @@ def run_dataset(
     """
     # one writer per folder: process 0 holds the lock for all processes of a multi-host run
     with lock.folder_lock(out_dir) if jax.process_index() == 0 else contextlib.nullcontext():
-        return _run_dataset(model, params, dataset, methods, out_dir, options, provenance=provenance, mesh=mesh)
+        return _run_dataset(model, params, dataset, methods, out_dir, options, provenance, mesh)
 
 
-def _run_dataset(
-    model,
-    params,
-    dataset: EvalDataset,
-    methods: MethodTable,
-    out_dir,
-    options: RunOptions = RunOptions(),
-    *,
-    provenance: Mapping[str, str | None] | None = None,
-    mesh: jax.sharding.Mesh | None = None,
-) -> dict:
+def _run_dataset(model, params, dataset, methods, out_dir, options, provenance, mesh) -> dict:
     """`run_dataset` with the folder locked."""
     if tuple(dataset.data_config.input_size) != tuple(model.config.img_size):
         raise ValueError(

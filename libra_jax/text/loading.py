@@ -26,8 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from libra_jax.image_text.keys import Table, fuse_qkv, rename
-from libra_jax.models.bert import BertClassifier, BertConfig
-from libra_jax.models.text_inputs import TextInputs
+from libra_jax.models.bert import BertClassifier, BertConfig, param_shapes
 from libra_jax.weights import hub
 from libra_jax.weights.formats import read_state_dict
 from libra_jax.weights.keymap import timm_to_params
@@ -190,9 +189,7 @@ def load_text_classifier(
 
 def convert_weights(model: BertClassifier, state: Mapping[str, np.ndarray], *, description: str, strict: bool = True):
     """The params of `model` from an HF state dict (strict key diff, see the module docstring)."""
-    spec = jax.ShapeDtypeStruct((1,), jnp.int32)
-    dummy = TextInputs(spec, spec, spec)
-    expected = jax.eval_shape(model.init, jax.random.key(0), dummy)["params"]
+    expected = param_shapes(model)
     params, unexpected = timm_to_params(
         convert(state, model.config.family), expected, source=description, strict=strict
     )

@@ -95,13 +95,7 @@ def load_text_tokenizer(
         raise ValueError(f"{name!r} is neither an HF repo nor a folder holding {TOKENIZER_FILE} or {VOCAB_FILE}")
 
     def get(filename: str) -> Path | None:
-        if ref is None:
-            path = Path(name) / filename
-            return path if path.is_file() else None
-        try:
-            return hub.fetch(ref, filename, cache_dir)
-        except hub.HubError:
-            return None
+        return hub.repo_file(ref, name, filename, cache_dir)
 
     if max_length is None:
         config = get(CONFIG_FILE)

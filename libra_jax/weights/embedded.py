@@ -1,7 +1,9 @@
-"""The embedded models: small ViTs trained on the synthetic shapes benchmark, shipped as libra-jax files.
+"""The embedded models, trained on the synthetic benchmarks and shipped as libra-jax files.
 
-`libra_jax.load(name)` accepts these names like any timm name; the command line lists them with
-`names()`. How each one was trained (and how to reproduce it) is in `libra_jax/assets/README.md`.
+Image: small ViTs on the shapes benchmark ('synthetic_vit', 'synthetic_swiglu'); text: a small BERT on
+the evidence-word benchmark ('synthetic_bert', with its tokenizer.json). `libra_jax.load(name)` accepts
+every one like any timm name; the image command line lists the image ones with `names()`. How each one
+was trained (and how to reproduce it) is in `libra_jax/assets/README.md`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,31 @@ from pathlib import Path
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
 NAMES = ("synthetic_vit", "synthetic_swiglu")
+TEXT_NAMES = ("synthetic_bert",)
 
 
 def names() -> tuple[str, ...]:
-    """The embedded model names, default first."""
+    """The embedded image model names, default first."""
     return NAMES
 
 
+def text_names() -> tuple[str, ...]:
+    """The embedded text model names, default first."""
+    return TEXT_NAMES
+
+
+def _check(name: str, known: tuple[str, ...]) -> None:
+    if name not in known:
+        raise ValueError(f"{name!r} is not an embedded model; the embedded models are {', '.join(known)}")
+
+
 def path(name: str) -> Path:
-    """The shipped libra-jax file of embedded model `name`."""
-    if name not in NAMES:
-        raise ValueError(f"{name!r} is not an embedded model; the embedded models are {', '.join(NAMES)}")
+    """The shipped libra-jax file of embedded model `name` (image or text)."""
+    _check(name, NAMES + TEXT_NAMES)
     return ASSET_DIR / f"{name}.safetensors"
+
+
+def tokenizer_path(name: str) -> Path:
+    """The tokenizer.json shipped with embedded text model `name`."""
+    _check(name, TEXT_NAMES)
+    return ASSET_DIR / f"{name}_tokenizer.json"

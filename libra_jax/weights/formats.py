@@ -11,13 +11,14 @@ One `.safetensors` file:
     format       'libra-jax'
     version      '1'
     family       'vit', 'beit', 'eva' or 'mixer' (the config class: `ViTConfig` / `BeitConfig` / `EvaConfig`, all
-                 built as `libra_jax.models.VisionTransformer`, or `MixerConfig` → `MlpMixer`)
+                 built as `libra_jax.models.VisionTransformer`, or `MixerConfig` → `MlpMixer`), or a
+                 text family 'bert', 'roberta' or 'distilbert' (`BertConfig` → `BertClassifier`)
     config       JSON object of every field of the family's config (tuples as lists)
-    data_config  JSON object of every `DataConfig` field
+    data_config  JSON object of every `DataConfig` field (image families only: text models take token ids)
     source       where the weights came from (timm name, HF repo or file), informational.
 
-The file is self-describing: `libra_jax.load(path)` rebuilds the model from `config` and
-`data_config` alone, and loads its params as they are (no key mapping, `keymap.check_params`).
+The file is self-describing: `libra_jax.load(path)` rebuilds the model from `config` (and
+`data_config`) alone, and loads its params as they are (no key mapping, `keymap.check_params`).
 `save_checkpoint` writes through `libra_jax.weights.atomic`, so readers never see a half-written file.
 """
 
@@ -36,6 +37,8 @@ import safetensors
 import safetensors.numpy
 
 from libra_jax.models import MlpMixer, VisionTransformer
+from libra_jax.models.bert import FAMILIES as TEXT_FAMILIES
+from libra_jax.models.bert import BertClassifier, BertConfig
 from libra_jax.models.config import CONFIG_CLASSES, DataConfig, ModelConfig
 from libra_jax.weights.atomic import write_atomic
 from libra_jax.weights.keymap import flatten
@@ -43,6 +46,8 @@ from libra_jax.weights.keymap import flatten
 FORMAT = "libra-jax"
 VERSION = "1"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+FILE_CONFIG_CLASSES: dict[str, type] = {**CONFIG_CLASSES, **dict.fromkeys(TEXT_FAMILIES, BertConfig)}
+"""Config class of each family a libra-jax file can hold."""
 
 
 class CheckpointFileError(ValueError):
@@ -51,10 +56,11 @@ class CheckpointFileError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LibraCheckpoint:
-    """A libra-jax checkpoint read from disk: flat params {'a/b/c': float32 array} + configs."""
+    """A libra-jax checkpoint read from disk: flat params {'a/b/c': float32 array} + configs
+    (data_config None for a text model)."""
 
-    config: ModelConfig
-    data_config: DataConfig
+    config: ModelConfig | BertConfig
+    data_config: DataConfig | None
     params: dict[str, np.ndarray]
     source: str
 
@@ -64,23 +70,27 @@ def _config_json(config) -> str:
 
 
 def save_checkpoint(
-    path: str | os.PathLike, model: VisionTransformer | MlpMixer, params: Mapping, *, source: str = ""
+    path: str | os.PathLike,
+    model: VisionTransformer | MlpMixer | BertClassifier,
+    params: Mapping,
+    *,
+    source: str = "",
 ) -> Path:
     """Write `params` of `model` as a libra-jax checkpoint (format in this module's docstring).
 
     Args:
       path: destination file (conventionally `*.safetensors`); missing parent folders are created.
-      model: the model (`VisionTransformer` / `MlpMixer`) the params belong to (its config and
-        data_config are stored).
+      model: the model (`VisionTransformer` / `MlpMixer` / `BertClassifier`) the params belong to (its
+        config, and an image model's data_config, are stored).
       params: the Flax params tree (jax or numpy arrays; a {'params': ...} wrapper is accepted).
       source: where the weights came from, kept in the metadata.
     Returns:
       The path written.
     """
     config = model.config
-    if CONFIG_CLASSES.get(config.family) is not type(config):
+    if FILE_CONFIG_CLASSES.get(config.family) is not type(config):
         raise TypeError(
-            f"save_checkpoint stores the families {sorted(CONFIG_CLASSES)}; {type(model).__name__} has a"
+            f"save_checkpoint stores the families {sorted(FILE_CONFIG_CLASSES)}; {type(model).__name__} has a"
             f" {type(config).__name__}: save a model built by libra_jax.load / libra_jax.models.build_model"
         )
     if set(params) == {"params"}:
@@ -91,9 +101,10 @@ def save_checkpoint(
         "version": VERSION,
         "family": config.family,
         "config": _config_json(config),
-        "data_config": _config_json(model.data_config),
         "source": str(source),
     }
+    if config.family not in TEXT_FAMILIES:
+        metadata["data_config"] = _config_json(model.data_config)
     path = Path(path)
     write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
     return path
@@ -127,14 +138,14 @@ def read_libra_checkpoint(path: str | os.PathLike) -> LibraCheckpoint:
     if meta.get("format") != FORMAT:
         raise CheckpointFileError(f"{path} is not a libra-jax checkpoint (metadata format={meta.get('format')!r})")
     family = meta.get("family")
-    if meta.get("version") != VERSION or family not in CONFIG_CLASSES:
+    if meta.get("version") != VERSION or family not in FILE_CONFIG_CLASSES:
         raise CheckpointFileError(
             f"{path} is a libra-jax checkpoint of version {meta.get('version')!r} / family {family!r};"
-            f" this libra-jax reads version {VERSION!r} / families {sorted(CONFIG_CLASSES)}"
+            f" this libra-jax reads version {VERSION!r} / families {sorted(FILE_CONFIG_CLASSES)}"
         )
     try:
-        config = CONFIG_CLASSES[family](**json.loads(meta["config"]))
-        data_config = DataConfig(**json.loads(meta["data_config"]))
+        config = FILE_CONFIG_CLASSES[family](**json.loads(meta["config"]))
+        data_config = None if family in TEXT_FAMILIES else DataConfig(**json.loads(meta["data_config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointFileError(f"{path}: malformed libra-jax metadata ({e})") from e
     params = {k: v.astype(np.float32) for k, v in _read_safetensors(path).items()}

@@ -205,3 +205,17 @@ def repo_ref(name: str) -> HubRef | None:
     if not repo or repo.count("/") > 1 or name.endswith((".safetensors", ".bin", ".json")):
         raise ValueError(f"{name!r} is neither an existing file or folder nor an HF repo id ('org/name')")
     return HubRef(repo, revision or None)
+
+
+def repo_file(
+    ref: HubRef | None, folder: str, filename: str, cache_dir: str | os.PathLike | None = None
+) -> Path | None:
+    """`filename` of a checkpoint: from the local `folder` when `ref` is None, else from the hub repo `ref`
+    (downloaded or cached); None where it has no such file."""
+    if ref is None:
+        path = Path(folder) / filename
+        return path if path.is_file() else None
+    try:
+        return fetch(ref, filename, cache_dir)
+    except HubError:
+        return None

@@ -2,6 +2,7 @@
 
     model, params = load("vit_base_patch16_224.augreg2_in21k_ft_in1k")           # HF Hub (cached)
     model, params = load("synthetic_vit")                                          # embedded model
+    model, params = load("synthetic_bert")                     # embedded text model (a BertClassifier)
     model, params = load("hf-hub:timm/vit_small_patch14_reg4_dinov2.lvd142m")
     model, params = load("deit3_small_patch16_224", checkpoint="deit3.pth", num_classes=10)
     model, params = load("converted.safetensors")                                   # libra-jax file
@@ -11,7 +12,7 @@ Every path builds the family's model (`VisionTransformer` or `MlpMixer`) from th
 are then adapted to it (`libra_jax.weights.adapt`) and their keys mapped with the strict, diffing
 `timm_to_params`; a libra-jax file (embedded models included) already holds the model's own params
 and is only checked (`check_params`), unless model kwargs ask for other sizes, which the timm
-adaptation handles.
+adaptation handles. A libra-jax file of a text family builds a `BertClassifier` (no overrides).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from libra_jax.models import MlpMixer, VisionTransformer, build_model
+from libra_jax.models.bert import BertClassifier, param_shapes
 from libra_jax.models.config import DataConfig, ModelConfig
 from libra_jax.weights import embedded, hub, registry
 from libra_jax.weights.adapt import adapt_state_dict
@@ -95,6 +97,18 @@ def _adapted_libra_file(ck: LibraCheckpoint, path: Path, model_kwargs: Mapping) 
     return _Source(config, data_config, state, ck.config.img_size, ("bicubic", True), set(overrides), str(path))
 
 
+def _load_text_file(ck: LibraCheckpoint, path: Path, model_kwargs: Mapping) -> tuple[BertClassifier, dict]:
+    """The `BertClassifier` of a text family's libra-jax file, params checked against its config."""
+    if model_kwargs:
+        raise ValueError(
+            f"{path} holds a text classifier ({ck.config.family}), which loads as stored; drop the model"
+            f" overrides {sorted(model_kwargs)}"
+        )
+    model = BertClassifier(ck.config)
+    params = check_params(ck.params, param_shapes(model), source=str(path))
+    return model, jax.tree.map(jnp.asarray, params)
+
+
 def _from_name(name: str, checkpoint: str | os.PathLike | None, cache_dir, model_kwargs: Mapping) -> _Source:
     ref = hub.parse_hub_name(name)
     if ref is not None:
@@ -134,7 +148,7 @@ def load(
     strict: bool = True,
     cache_dir: str | os.PathLike | None = None,
     **model_kwargs,
-) -> tuple[VisionTransformer | MlpMixer, dict]:
+) -> tuple[VisionTransformer | MlpMixer | BertClassifier, dict]:
     """Build a timm-compatible ViT (incl. BEiT, EVA) / MLP-Mixer and load its weights, like timm's
     `create_model(name, pretrained=True)`.
 
@@ -143,8 +157,10 @@ def load(
         * a timm name '<arch>[.<tag>]' (weights from the HF repo `timm/<arch>.<tag>`, default tag
           when omitted), e.g. 'vit_base_patch16_224.augreg2_in21k_ft_in1k';
         * an HF repo 'hf-hub:org/repo[@revision]' or 'timm/<name>' holding a timm `config.json`;
-        * an embedded model, 'synthetic_vit' / 'synthetic_swiglu' (`libra_jax.weights.embedded`);
-        * a libra-jax checkpoint file (see `libra_jax.weights.formats`), config from its metadata.
+        * an embedded model, 'synthetic_vit' / 'synthetic_swiglu' / 'synthetic_bert' (text)
+          (`libra_jax.weights.embedded`);
+        * a libra-jax checkpoint file (see `libra_jax.weights.formats`), config from its metadata; a
+          text family's file gives a `BertClassifier` (libra_jax/models/bert.py).
       checkpoint: a local weights file for the named architecture instead of the Hub: a timm state
         dict (`.safetensors` read without torch; `.pth/.pt/.bin` via `torch.load(weights_only=True)`;
         'model' / 'state_dict' wrappers accepted) or a libra-jax file.
@@ -166,7 +182,7 @@ def load(
       misshapen key), libra_jax.weights.formats.CheckpointFileError (unreadable file).
     """
     name = os.fspath(name_or_path)
-    if name in embedded.names():
+    if name in embedded.names() + embedded.text_names():
         name = str(embedded.path(name))
     if _looks_like_path(name):
         if checkpoint is not None:
@@ -175,6 +191,8 @@ def load(
             )
         path = Path(name)
         ck = _read_libra_file(path)
+        if ck.data_config is None:
+            return _load_text_file(ck, path, model_kwargs)
         if not model_kwargs:
             model = build_model(ck.config, ck.data_config)
             params = check_params(ck.params, _param_shapes(model), source=str(path))
