@@ -8,6 +8,7 @@ host callback, whose failure XLA reports as a `JaxRuntimeError` holding the Valu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable
@@ -91,6 +92,11 @@ def require_targets(y) -> None:
 def check_images(x, config: ViTConfig, data_config: DataConfig | None = None, *, batched: bool = True) -> None:
     """Checks of a normalised NHWC float image batch against the model config: shape and dtype (static),
     finite values and, given the model's `data_config`, the range `preprocess` produces (at run time)."""
+    if dataclasses.is_dataclass(x):
+        raise ValueError(
+            f"this image model takes an image array (B, H, W, C) made by libra_jax.preprocess(model, images); got a"
+            f" {type(x).__name__} (token ids go to a text model)"
+        )
     shape = tuple(np.shape(x))
     want = (*config.img_size, config.in_chans)
     rank = 4 if batched else 3

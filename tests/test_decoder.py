@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from libra_jax.methods import core, maps
-from libra_jax.models.decoder import decoder_inputs
 from libra_jax.ops.softcap import softcap
 from libra_jax.rules import PRESETS
+from libra_jax.text import text_inputs
 from libra_jax.text.decoder_loading import config_from_hf, convert, load_decoder, read_safetensors
 from libra_jax.text.generate import greedy_continuation
 from libra_jax.text.next_token import contrast_target, next_token_target, target_at
@@ -135,7 +135,7 @@ def case(request, tmp_path_factory):
 
 def jax_logits(case, ids, mask=None):
     with jax.default_matmul_precision("highest"):
-        logits, _ = case["apply"]({"params": case["params"]}, decoder_inputs(ids, mask))
+        logits, _ = case["apply"]({"params": case["params"]}, text_inputs(ids, mask))
     return np.asarray(logits)
 
 
@@ -167,14 +167,14 @@ def test_greedy_continuation_matches_generate(case):
         ref = case["torch"].generate(torch.tensor(prompt)[None], max_new_tokens=NEW, do_sample=False)[0, N:].numpy()
     with jax.default_matmul_precision("highest"):
         ours = jax.jit(greedy_continuation, static_argnums=(0, 3))(
-            case["model"], case["params"], decoder_inputs(prompt), NEW
+            case["model"], case["params"], text_inputs(prompt), NEW
         )
     np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
 def fullgrad_record(case, ids, mask, rules):
     """core.single_pass on one (left-padded) example explaining the next-token logit of the argmax token."""
-    x = decoder_inputs(ids, mask)
+    x = text_inputs(ids, mask)
     model, params = case["model"], case["params"]
     token = int(jax_logits(case, ids[None], mask[None])[0, -1].argmax())
     with jax.default_matmul_precision("highest"):
@@ -258,7 +258,7 @@ def test_attnlrp_equals_stop_gradient_reference(case):
     rematted = jax.jit(core.single_pass, static_argnums=(0, 4, 5))(
         model.clone(remat=True),
         params,
-        decoder_inputs(ids),
+        text_inputs(ids),
         target_at(N - 1, token),
         PRESETS["attnlrp"],
         next_token_target("logit"),
@@ -268,13 +268,13 @@ def test_attnlrp_equals_stop_gradient_reference(case):
 
 @pytest.mark.parametrize("case", ["llama"], indirect=True)
 def test_bad_inputs_raise_clear_errors(case):
-    model, params = case["model"], case["params"]
+    model = case["model"]
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 128\)"):
-        model.apply({"params": params}, decoder_inputs(np.array([[5, VOCAB + 3]])))
-    with pytest.raises(ValueError, match="65 tokens exceed the model's context of 64"):
-        model.apply({"params": params}, decoder_inputs(np.zeros((1, 65), int)))
+        model.check_inputs(text_inputs(np.array([[5, VOCAB + 3]])))
+    with pytest.raises(ValueError, match="65 tokens exceed the model's 64 positions"):
+        model.check_inputs(text_inputs(np.zeros((1, 65), int)))
     with pytest.raises(ValueError, match="token ids must be integers"):
-        decoder_inputs(np.zeros((1, 4), np.float32))
+        text_inputs(np.zeros((1, 4), np.float32))
     cfg = json.loads((case["root"] / "models--tiny--llama" / "snapshots" / COMMIT / "config.json").read_text())
     with pytest.raises(ValueError, match="unsupported decoder model_type 'falcon'"):
         config_from_hf({**cfg, "model_type": "falcon"})
@@ -307,7 +307,7 @@ def test_targets_and_contrast_completeness(case):
         rec = core.single_pass(
             case["model"],
             case["params"],
-            decoder_inputs(ids),
+            text_inputs(ids),
             target_at(N - 1, 17, 40),
             PRESETS["libra_logit"],
             contrast_target(),

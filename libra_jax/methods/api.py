@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from libra_jax import validate
-from libra_jax.methods import core, integrated, legrad, lrp, maps, requirements
+from libra_jax.methods import core, integrated, legrad, lrp, lrp_text, maps, requirements
 from libra_jax.rules import PRESETS, Rules, get_rules
 
 MULTI_PASS = {**integrated.MULTI_PASS, **lrp.MULTI_PASS, **legrad.MULTI_PASS}
@@ -26,6 +26,14 @@ LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
 """Methods that are IxG under their own backward preset (README, "Methods")."""
 
 _TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias")
+
+
+def multi_pass_function(model, name: str) -> Callable:
+    """The per-example function of multi-pass method `name` for `model`: Chefer's methods run the relevance pass
+    that the model's record feeds (`Capabilities.relevance_kind`: methods/lrp.py or, for BERT, lrp_text.py)."""
+    if name in lrp.MULTI_PASS and model.capabilities.relevance_kind == "bert":
+        return lrp_text.MULTI_PASS[name]
+    return MULTI_PASS[name]
 
 
 def resolve_method(name: str) -> tuple[str, str]:
@@ -79,8 +87,9 @@ def attribution(
       **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
         rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
     Returns:
-      fn(params, x, y): x a batch of inputs ((B, H, W, C) normalised NHWC float images for vision models);
-        y int (B,) class indices, or
+      fn(params, x, y): x a batch of inputs ((B, H, W, C) normalised NHWC float images for vision models, a
+        `TextInputs` (B, N) for text models); y int (B,) class indices (for a decoder with
+        target=`text.next_token.next_token_target()`: (B, 2) (position, token) pairs), or
       (B, K) class weights, or (B, T) / (B, T, K) for T targets per image (one forward, the
       backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw) or
       (B, N) map (or a dict of them for a list of methods), float32 whatever the model's compute dtype.
@@ -107,7 +116,8 @@ def attribution(
     single = [n for n in names if n in maps.SINGLE_PASS]
     multi_pass = [n for n in names if n in MULTI_PASS]
     opts = {n: _method_options(maps.SINGLE_PASS[n], 2) for n in single}
-    opts |= {n: _method_options(MULTI_PASS[n], 6) for n in multi_pass}
+    multi_fns = {n: multi_pass_function(model, n) for n in multi_pass}
+    opts |= {n: _method_options(multi_fns[n], 6) for n in multi_pass}
     unused = set(options) - set().union(*opts.values())
     if unused:
         raise TypeError(f"options {sorted(unused)} are not accepted by methods {names}")
@@ -127,7 +137,7 @@ def attribution(
             else:
                 out |= read_maps(rec)
         for n in multi_pass:
-            run = functools.partial(MULTI_PASS[n], model, params, x, rules=rules, target=target_fn, **kwargs[n])
+            run = functools.partial(multi_fns[n], model, params, x, rules=rules, target=target_fn, **kwargs[n])
             out[n] = jax.vmap(run)(y) if multi else run(y)
         if not return_logits:
             return out, None

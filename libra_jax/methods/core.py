@@ -67,8 +67,8 @@ def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool =
       target: f(logits, y) → scalar.
       multi: explain T targets from the one forward (the backward is vmapped over them).
     Returns:
-      dict with 'logits' (K,), 'target' f, 'h' [h_0..h_L] (N, C) each, 'g' [g_0..g_L],
-      'attn' [A_l (H, N, N)], 'attn_grad' [∂f/∂A_l], 'post_attn' [residual after attention add],
+      dict with 'logits' (K,), 'mask' (N,) bool (False at padding), 'target' f, 'h' [h_0..h_L] (N, C) each,
+      'g' [g_0..g_L], 'attn' [A_l (H, N, N)], 'attn_grad' [∂f/∂A_l], 'post_attn' [residual after attention add],
       'bias' {probe path: bias map}, plus 'pool_attn' when the model has an attention pool.
       With `multi`, target-dependent entries get a leading T axis.
     """
@@ -88,8 +88,10 @@ def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool =
     blocks = aux["blocks"]
     depth = range(len(blocks))
     attention = model.capabilities.attention
+    mask = model.token_mask(x)
     record = {
         "logits": logits,
+        "mask": jnp.ones(aux["tokens"].shape[:-1], bool) if mask is None else mask,
         "target": f,
         "h": [aux["tokens"], *(b["out"] for b in blocks)],
         "g": [probe_at(grads, "tokens"), *(probe_at(grads, "out", i) for i in depth)],

@@ -70,16 +70,25 @@ def smoothgrad(
     seed: int = 0,
     internal_batch_size: int | None = None,
 ):
-    """SmoothGrad in token space: gradients averaged over h₀ + N(0, σ²), σ = noise_level·(max h₀ − min h₀).
+    """SmoothGrad in token space: gradients averaged over h₀ + N(0, σ²), σ = noise_level·(max h₀ − min h₀) over the
+    real tokens.
 
     reduce="ixg": Σ_c h₀ ⊙ mean gradient (SmoothGrad × input); "grad": Σ_c mean gradient.
-    The noise draw depends only on `seed`, so a batch gives the same maps as single calls.
+    The noise draw depends only on `seed` and each token's rank among the real tokens, so a batch gives the same
+    maps as single calls and a padded sequence those of the unpadded one (padding is never perturbed).
     """
     if reduce not in ("ixg", "grad"):
         raise ValueError(f"smoothgrad reduce must be 'ixg' or 'grad'; got {reduce!r}")
     h0 = model.apply({"params": params}, x, method="embed")
-    sigma = noise_level * (h0.max() - h0.min())
-    noise = jax.random.normal(jax.random.PRNGKey(seed), (samples, *h0.shape), h0.dtype)
+    mask = model.token_mask(x)
+    real = jnp.ones(h0.shape[:-1], bool) if mask is None else mask
+    sigma = noise_level * (jnp.where(real[:, None], h0, -jnp.inf).max() - jnp.where(real[:, None], h0, jnp.inf).min())
+    # Token t's noise is drawn from its rank among the real tokens and is 0 on padding, so padding neither
+    # shifts nor receives it: a padded sequence gets the draws of the unpadded one.
+    rank = jnp.cumsum(real) - 1
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(seed), rank)
+    noise = jax.vmap(lambda k: jax.random.normal(k, (samples, h0.shape[-1]), h0.dtype), out_axes=1)(keys)
+    noise = jnp.where(real[:, None], noise, 0.0)
     grads = _token_gradients(model, params, x, h0 + sigma * noise, y, rules, target, internal_batch_size).mean(0)
     return (h0 * grads).sum(-1) if reduce == "ixg" else grads.sum(-1)
 

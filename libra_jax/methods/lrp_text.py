@@ -30,18 +30,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from libra_jax import ops
+from libra_jax.methods import requirements
 from libra_jax.methods.core import Target
-from libra_jax.methods.lrp import _add, _halved_matmul, _linear, _lrp0, _seed
-from libra_jax.models.bert import BertConfig, padding_bias
-from libra_jax.models.layers import PROBES, captured, merge_heads, split_heads
+from libra_jax.methods.lrp import _add, _attention_gradients, _halved_matmul, _linear, _lrp0, _recorded, _seed
+from libra_jax.models.bert import padding_bias
+from libra_jax.models.layers import merge_heads, split_heads
 from libra_jax.rules import Rules
-
-
-def check_supported(config, method: str) -> None:
-    """Raise ValueError unless `config` is a BERT-family classifier (these methods read its [CLS] pooling)."""
-    if not isinstance(config, BertConfig):
-        raise ValueError(f"method {method!r} (Chefer et al., BERT code) needs a BERT-family text classifier")
 
 
 def _fork(x: jax.Array, *rs: jax.Array) -> jax.Array:
@@ -49,84 +43,47 @@ def _fork(x: jax.Array, *rs: jax.Array) -> jax.Array:
     return _lrp0(lambda t: (t,) * len(rs), (x,), rs)[0]
 
 
-def _forward(model, params, x, rules: Rules, probes: dict | None = None):
-    """One forward recording every module output: (logits (K,), (aux, intermediates))."""
-    variables = {"params": params} if probes is None else {"params": params, PROBES: probes}
-    (logits, aux), state = model.apply(variables, x, rules, capture_intermediates=True, mutable=["intermediates"])
-    return logits, (aux, state["intermediates"])
-
-
-def _forward_backward(model, params, x, y, rules: Rules, target: Target):
-    """The recorded forward plus G_l = ∂f/∂A_l (H, N, N) for every block (zero probes on the attention only)."""
-    cfg = model.config
-    n = x.ids.shape[-1]
-    zeros = jnp.zeros((cfg.num_heads, n, n), params["word_embeddings"].dtype)
-    probes = {f"blocks_{i}": {"attn": {"attn": zeros}} for i in range(cfg.num_layers)}
-    logits, vjp_fn, (aux, inter) = jax.vjp(lambda p: _forward(model, params, x, rules, p), probes, has_aux=True)
-    (grads,) = vjp_fn(jax.grad(target)(logits, y).astype(logits.dtype))
-    return logits, aux, inter, [grads[f"blocks_{i}"]["attn"]["attn"] for i in range(cfg.num_layers)]
-
-
-def _block_records(params, aux: dict, inter: dict) -> dict:
-    """Per block, stacked over blocks (leading axis L): its params and the activations its relevance rules read."""
-    inputs = [captured(inter, "embed_norm"), *(b["out"] for b in aux["blocks"][:-1])]
-    records = []
-    for layer, (block, h) in enumerate(zip(aux["blocks"], inputs, strict=True)):
-        cap = inter[f"blocks_{layer}"]
-        acts = {
-            "h": h,
-            "qkv": captured(cap, "attn", "qkv"),
-            "attn": block["attn"],
-            "attn_out": captured(cap, "attn")[0],
-            "y": block["post_attn"],
-            "fc1": captured(cap, "mlp", "fc1"),
-            "mlp_out": captured(cap, "mlp"),
-        }
-        records.append((params[f"blocks_{layer}"], acts))
-    return jax.tree.map(lambda *t: jnp.stack(t), *records)
-
-
-def _block_relevance(config, mask: jax.Array, block: tuple, r: jax.Array, orig: bool):
-    """Relevance through one block (its params and activations, `_block_records`), R (N, C) at its output →
-    (R at its input h (N, C), R_A (H, N, N))."""
-    p, a = block
+def _block_relevance(mask: jax.Array, a: dict, r: jax.Array, orig: bool):
+    """Relevance through one block (a `BertRelevanceBlock`, models/bert_relevance.py), R (N, C) at its output
+    → (R at its input h (N, C), R_A (H, N, N))."""
     h, y = a["h"], a["y"]
     r_mlp, r_y = _add(a["mlp_out"], y, r, orig)
-    r_mlp = _linear(ops.activation(a["fc1"], config.act), p["mlp"]["fc2"]["kernel"], r_mlp, orig)
-    r_mlp = _linear(y, p["mlp"]["fc1"]["kernel"], r_mlp, orig)
+    r_mlp = _linear(a["hidden"], a["fc2_kernel"], r_mlp, orig)
+    r_mlp = _linear(y, a["fc1_kernel"], r_mlp, orig)
     r = _fork(y, r_mlp, r_y)
 
     r_att, r_h = _add(a["attn_out"], h, r, orig)
-    heads = config.num_heads
-    q, k, v = (split_heads(t, heads) for t in jnp.split(a["qkv"], 3, axis=-1))
     attn = a["attn"]
-    r_ctx = split_heads(_linear(merge_heads(attn @ v), p["attn"]["proj"]["kernel"], r_att, orig), heads)
+    heads = attn.shape[-3]
+    q, k, v = (split_heads(t, heads) for t in jnp.split(a["qkv"], 3, axis=-1))
+    r_ctx = split_heads(_linear(merge_heads(attn @ v), a["proj_kernel"], r_att, orig), heads)
     r_attn, r_v = _halved_matmul(attn, v, r_ctx)
     kt = jnp.swapaxes(k, -1, -2)
     scores = q @ kt  # unscaled (the official matmul1); the 1/√d is not a module
     bias = jnp.broadcast_to(padding_bias(mask, scores.dtype), scores.shape)
     r_scores, _ = _add(scores * q.shape[-1] ** -0.5, bias, r_attn, orig)
     r_q, r_kt = _halved_matmul(q, kt, r_scores)
-    kernels = jnp.split(p["attn"]["qkv"]["kernel"], 3, axis=-1)
+    kernels = jnp.split(a["qkv_kernel"], 3, axis=-1)
     r_qkv = (r_q, jnp.swapaxes(r_kt, -1, -2), r_v)
     r_in = [_linear(h, w, merge_heads(t), orig) for w, t in zip(kernels, r_qkv, strict=True)]
     return _fork(h, _fork(h, *r_in), r_h), r_attn
 
 
-def relevance(model, params, x, y, logits: jax.Array, aux: dict, inter: dict, orig: bool):
-    """The relevance pass from the seed at the logits down to the encoder input.
+def relevance(rec: dict, y, orig: bool):
+    """The relevance pass over a `BertRelevanceRecord` from the seed at the logits down to the encoder input.
 
     orig=False: the rules of Chefer's method (`layers_ours.py`); True: the LRP baselines' (`layers_lrp.py`).
     Returns (R (N, C) at the encoder input (the embedding LayerNorm's output), R_A (L, H, N, N) per block).
     """
+    aux = rec["aux"]
     features = aux["features"]
-    r = _linear(aux["pooled"], params["classifier"]["kernel"], _seed(y, logits), orig)  # head activation: identity
-    r = _linear(features[0], params["pooler"]["kernel"], r, orig)
+    r = _linear(aux["pooled"], rec["classifier_kernel"], _seed(y, rec["output"]), orig)  # head activation: identity
+    r = _linear(features[0], rec["pooler_kernel"], r, orig)
     r = _lrp0(lambda f: f[0], (features,), r)[0]
-    blocks = _block_records(params, aux, inter)
+    blocks = jax.tree.map(lambda *t: jnp.stack(t), *rec["blocks"])
 
     def step(r, block):
-        return _block_relevance(model.config, x.attention_mask, block, r, orig)
+        return _block_relevance(rec["mask"], block, r, orig)
 
     # A scan traces and compiles one block body, whatever the depth.
     return jax.lax.scan(step, r, blocks, reverse=True)
@@ -139,13 +96,13 @@ def record(model, params, x, y, rules: Rules, target: Target) -> dict:
     (R (N, C) at the encoder input, R_A (L, H, N, N))}. Each method below is a read-out of it: under `jit`,
     what a method does not read (the backward, a relevance pass) is dead code that XLA removes.
     """
-    check_supported(model.config, "Chefer's BERT methods")
-    logits, aux, inter, grads = _forward_backward(model, params, x, y, rules, target)
+    requirements.check(model, "Chefer's BERT methods", REQUIREMENTS)
+    rec, grads = _attention_gradients(model, x, y, target, _recorded(model, params, x, rules))
     return {
-        "attn": jnp.stack([b["attn"] for b in aux["blocks"]]),
+        "attn": jnp.stack([b["attn"] for b in rec["blocks"]]),
         "attn_grad": jnp.stack(grads),
-        "mask": x.attention_mask > 0,
-        **{name: relevance(model, params, x, y, logits, aux, inter, orig) for name, orig in RULE_SETS.items()},
+        "mask": rec["mask"],
+        **{name: relevance(rec, y, orig) for name, orig in RULE_SETS.items()},
     }
 
 
@@ -254,4 +211,13 @@ MULTI_PASS = {
     "rollout": rollout,
 }
 """Chefer's BERT methods and baselines as the official BERT code computes them: name → fn(model, params, x, y,
-rules, target, **options), per example."""
+rules, target, **options), per example. `libra_jax.attribution` runs the first four for models whose
+`Capabilities.relevance_pass` is "bert" (rollout and raw attention there are the generic methods/maps.py ones)."""
+
+REQUIREMENTS = (
+    requirements.attention("Chefer's BERT methods"),
+    requirements.class_token_row("Chefer's BERT methods"),
+    requirements.relevance_pass("Chefer's BERT methods"),
+    requirements.relevance_kind("Chefer's BERT methods", "bert"),
+)
+"""What every method here needs (methods/requirements.py): attention, [CLS] pooling and the relevance record."""

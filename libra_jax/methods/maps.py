@@ -2,8 +2,9 @@
 
 Notation: h_l = input of block l (h₀ = token embeddings), g_l = ∂f/∂h_l,
 IxG_l[t] = Σ_c h_l[t,c]·g_l[t,c], A_l = post-softmax attention (H, N, N), token 0 = first
-prefix token (the cls token when there is one). All maps are signed, shape (N,), prefix
-tokens included.
+prefix token (the cls token when there is one). The attention methods read row r = 0 (the class token), or
+the model's `Capabilities.query_row` without one (a decoder's last position). All maps are signed, shape (N,),
+prefix tokens included.
 """
 
 from __future__ import annotations
@@ -126,40 +127,47 @@ def _relu_attn_grad(rec):
 
 
 def gradsam(rec, model):
-    """GradSAM: Σ_l row 0 of mean_h ReLU(A_l ⊙ ∂f/∂A_l)."""
-    return sum(m[0] for m in _relu_attn_grad(rec))
+    """GradSAM: Σ_l row r of mean_h ReLU(A_l ⊙ ∂f/∂A_l)."""
+    row = _row(model)
+    return sum(m[row] for m in _relu_attn_grad(rec))
 
 
-def _rollout(mats: list[jax.Array], start_layer: int) -> jax.Array:
-    """Row 0 of M_{L-1}···M_{start}, M_l = ½·mats_l + ½·I."""
+def _row(model) -> int:
+    """The attention row the row-reading methods read: the class token's, else the model's `query_row`."""
+    caps = model.capabilities
+    return 0 if caps.class_token else caps.query_row
+
+
+def _rollout(mats: list[jax.Array], start_layer: int, row: int) -> jax.Array:
+    """Row `row` of M_{L-1}···M_{start}, M_l = ½·mats_l + ½·I."""
     n = mats[0].shape[-1]
     eye = jnp.eye(n, dtype=mats[0].dtype)
     r = eye
     for m in mats[start_layer:]:
         r = (0.5 * m + 0.5 * eye) @ r
-    return r[0]
+    return r[row]
 
 
 def rawatt(rec, model):
-    """Raw attention: mean over heads of the last block's attention, row 0."""
-    return rec["attn"][-1].mean(-3)[0]
+    """Raw attention: mean over heads of the last block's attention, row r."""
+    return rec["attn"][-1].mean(-3)[_row(model)]
 
 
 def rollout(rec, model, start_layer: int = 0):
-    """Attention rollout (Abnar & Zuidema): row 0 of Π_l (½·mean_h A_l + ½·I)."""
-    return _rollout([a.mean(-3) for a in rec["attn"]], start_layer)
+    """Attention rollout (Abnar & Zuidema): row r of Π_l (½·mean_h A_l + ½·I)."""
+    return _rollout([a.mean(-3) for a in rec["attn"]], start_layer, _row(model))
 
 
 def genatt(rec, model, start_layer: int = 0):
-    """GenAtt (Chefer ICCV'21): row 0 of Π_l (½·mean_h ReLU(A_l ⊙ ∂f/∂A_l) + ½·I).
+    """GenAtt (Chefer ICCV'21): row r of Π_l (½·mean_h ReLU(A_l ⊙ ∂f/∂A_l) + ½·I).
 
     The ½-residual form is exactly Chefer's Π(I + Ā_l) times 2^-(L - start_layer) (LibraGrad's scale).
     """
-    return _rollout(_relu_attn_grad(rec), start_layer)
+    return _rollout(_relu_attn_grad(rec), start_layer, _row(model))
 
 
 def attcat(rec, model, pairing: str = "producer"):
-    """AttCAT: Σ_l ā_l ⊙ IxG, ā_l[t] = attention token t receives (mean over heads and query rows; the model
+    """AttCAT: Σ_l ā_l ⊙ IxG, ā_l[t] = attention token t receives (mean over heads and real query rows; the model
     needs attention: `REQUIREMENTS`).
 
     pairing="producer" (LibraGrad's code, default): Σ_{l=0}^{L-2} ā_l ⊙ IxG_{l+1}, i.e. each
@@ -167,7 +175,9 @@ def attcat(rec, model, pairing: str = "producer"):
     pairing="consumer" (official AttCAT code): Σ_{l=0}^{L-1} ā_l ⊙ IxG_l, the attention of the
     block that *reads* h_l, embeddings included.
     """
-    received = [a.mean(axis=(-3, -2)) for a in rec["attn"]]
+    real = rec["mask"]
+    # padded query rows are never read: they take no part in the mean (a padded sequence = the unpadded one)
+    received = [(a.mean(-3) * real[:, None]).sum(-2) / real.sum() for a in rec["attn"]]
     ixg = ixg_layers(rec) + [(rec["h"][-1] * rec["g"][-1]).sum(-1)]
     zero = jnp.zeros_like(received[0])  # a one-block model has no producer term: the map is zero, not a scalar
     if pairing == "producer":
@@ -177,14 +187,15 @@ def attcat(rec, model, pairing: str = "producer"):
     raise ValueError(f"attcat pairing must be 'producer' or 'consumer'; got {pairing!r}")
 
 
-def _transformation_weight(a: jax.Array, b: jax.Array) -> jax.Array:
-    """TokenTM W(a, b) diagonal (N,): ‖b_t‖/(‖a_t‖+1e-8) · softmax_t cos(a_t, b_t).
+def _transformation_weight(a: jax.Array, b: jax.Array, real: jax.Array) -> jax.Array:
+    """TokenTM W(a, b) diagonal (N,): ‖b_t‖/(‖a_t‖+1e-8) · softmax_t cos(a_t, b_t), the softmax over the real
+    tokens `real` (N,) bool (0 at padding).
 
     cos as torch.cosine_similarity: a·b / sqrt(max(‖a‖²‖b‖², 1e-16)).
     """
     na2, nb2 = (a * a).sum(-1), (b * b).sum(-1)
     cos = (a * b).sum(-1) / jnp.sqrt(jnp.maximum(na2 * nb2, 1e-16))
-    return jnp.sqrt(nb2) / (jnp.sqrt(na2) + 1e-8) * jax.nn.softmax(cos)
+    return jnp.sqrt(nb2) / (jnp.sqrt(na2) + 1e-8) * jax.nn.softmax(cos, where=real)
 
 
 def tokentm(rec, model, head_reduce: str = "mean_then_product", measure_on: str = "residual_stream"):
@@ -201,15 +212,16 @@ def tokentm(rec, model, head_reduce: str = "mean_then_product", measure_on: str 
         raise ValueError(f"tokentm head_reduce must be 'mean_then_product' or 'product_then_mean'; got {head_reduce!r}")
     if measure_on not in ("residual_stream", "sublayer_output"):
         raise ValueError(f"tokentm measure_on must be 'residual_stream' or 'sublayer_output'; got {measure_on!r}")
-    h0 = rec["h"][0]
+    h0, real = rec["h"][0], rec["mask"]
     eye = jnp.eye(h0.shape[-2], dtype=h0.dtype)
     c = jnp.diag(jnp.linalg.norm(h0, axis=-1))
     for layer, (a, da, post) in enumerate(zip(rec["attn"], rec["attn_grad"], rec["post_attn"], strict=True)):
         pre, out = rec["h"][layer], rec["h"][layer + 1]
         if measure_on == "residual_stream":
-            w_attn, w_mlp = _transformation_weight(pre, post), _transformation_weight(post, out)
+            w_attn, w_mlp = _transformation_weight(pre, post, real), _transformation_weight(post, out, real)
         else:
-            w_attn, w_mlp = _transformation_weight(pre, post - pre), _transformation_weight(post, out - post)
+            w_attn = _transformation_weight(pre, post - pre, real)
+            w_mlp = _transformation_weight(post, out - post, real)
         relu_grad = jax.nn.relu(da)
         if head_reduce == "mean_then_product":
             mix = (a.mean(-3) * w_attn) * relu_grad.mean(-3)
@@ -239,9 +251,13 @@ SINGLE_PASS = {
 """Methods read off the single forward/backward pass: name → fn(record, model, **options)."""
 
 ATTENTION_METHODS = ("gradsam", "rawatt", "rollout", "genatt", "tokentm")
-"""Methods that read the cls-row of attention matrices (need attention and a token 0)."""
+"""Methods that read one row of the attention matrices: the class token's or, all but TokenTM (whose C₀ weighs
+a class-token readout), the model's `query_row`."""
 
-
-REQUIREMENTS = {name: (requirements.class_token_row(name), requirements.attention(name)) for name in ATTENTION_METHODS}
+REQUIREMENTS = {
+    name: (requirements.class_token_row(name) if name == "tokentm" else requirements.query_row(name),)
+    + (requirements.attention(name),)
+    for name in ATTENTION_METHODS
+}
 REQUIREMENTS["attcat"] = (requirements.attention("attcat"),)
 """name → requirements (methods/requirements.py), checked when the attribution function is built."""

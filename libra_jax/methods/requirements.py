@@ -33,6 +33,17 @@ def class_token_row(method: str) -> Requirement:
     return missing
 
 
+def query_row(method: str) -> Requirement:
+    """Token 0 is a class token, or the model names the attention row to read instead (`Capabilities.query_row`)."""
+
+    def missing(caps: Capabilities) -> str | None:
+        if caps.class_token or caps.query_row is not None:
+            return None
+        return f"method {method!r} reads the class-token row of the attention; this model has no class token"
+
+    return missing
+
+
 def relevance_pass(method: str) -> Requirement:
     """Chefer's LRP relevance pass is defined for the model (`Capabilities.relevance_gaps` is empty)."""
 
@@ -41,6 +52,17 @@ def relevance_pass(method: str) -> Requirement:
             return None
         gaps = ", ".join(caps.relevance_gaps)
         return f"method {method!r} (Chefer et al. CVPR'21) is not defined for this model: it has {gaps}"
+
+    return missing
+
+
+def relevance_kind(method: str, kind: str) -> Requirement:
+    """The model's relevance record feeds the `kind` pass (`Capabilities.relevance_kind`)."""
+
+    def missing(caps: Capabilities) -> str | None:
+        if caps.relevance_kind == kind:
+            return None
+        return f"{method} read a {kind!r} relevance record; this model's is a {caps.relevance_kind!r} one"
 
     return missing
 

@@ -14,9 +14,12 @@ skips pad tokens; DistilBERT has no token types. Every non-linearity goes throug
 primitives (LN σ, GELU and tanh gates, attention), so every rule preset applies.
 
 Call forms (rank-polymorphic over leading batch axes, like `VisionTransformer`):
-  `apply(v, inputs, rules)`: a `TextInputs` (libra_jax/text/inputs.py) → (logits, aux).
+  `apply(v, inputs, rules)`: a `TextInputs` (libra_jax/models/text_inputs.py) → (logits, aux).
   `apply(v, inputs, method="embed")` → h₀ (..., N, C).
-  `apply(v, tokens, attention_mask, rules, method="forward_tokens")`: from h₀ → (logits, aux).
+  `apply(v, tokens, rules, mask=mask, method="forward_tokens")`: from h₀ → (logits, aux).
+
+It implements the model contract (models/contract.py, docs/design.md), Chefer's relevance record included
+(models/bert_relevance.py).
 
 aux: 'tokens' h₀; 'blocks': per block {'out', 'attn' A_l (H, N, N), 'post_attn' (the stream after the
 attention sublayer, LN₁'s output)}; 'features' (last block output); 'pooled' (classifier input).
@@ -34,7 +37,10 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from libra_jax import ops
+from libra_jax.models import bert_relevance
+from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
 from libra_jax.models.layers import Attention, LayerNorm, Linear, Mlp, probe
+from libra_jax.models.text_inputs import check_text_inputs
 from libra_jax.rules import PRESETS, Rules
 
 VANILLA = PRESETS["vanilla"]
@@ -106,14 +112,14 @@ class BertBlock(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, rules: Rules, bias: jax.Array) -> tuple[jax.Array, dict]:
+    def __call__(self, x: jax.Array, rules: Rules, bias: jax.Array) -> tuple[jax.Array, BlockAux]:
         """x (..., N, C); bias (..., 1, 1, N) the padding bias."""
         cfg = self.config
         a, attn = Attention(cfg.num_heads, eps=cfg.norm_eps, name="attn")(x, rules, bias)
         y = LayerNorm(cfg.norm_eps, name="norm1")(x + a, rules)
         m = Mlp(cfg.intermediate_size, act=cfg.act, name="mlp")(y, rules)
         out = probe(self, "out", LayerNorm(cfg.norm_eps, name="norm2")(y + m, rules))
-        return out, {"attn": attn, "post_attn": y}
+        return out, BlockAux(out=out, attn=attn, post_attn=y)
 
 
 class BertClassifier(nn.Module):
@@ -134,6 +140,40 @@ class BertClassifier(nn.Module):
         self.blocks = [BertBlock(cfg, name=f"blocks_{i}") for i in range(cfg.num_layers)]
         self.pooler = Linear(c, name="pooler")
         self.classifier = Linear(cfg.num_classes, name="classifier")
+
+    @property
+    def layout(self) -> TokenLayout:
+        """A plain sequence: every position is shown ([CLS] and [SEP] included). Tokens are zeroed, never
+        removed: [CLS] (position 0) is the pooled token and the padding mask spans the whole sequence."""
+        return TokenLayout(num_prefix=0, grid=None, droppable=False, needs_positions=False)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        cfg = self.config
+        return Capabilities(
+            depth=cfg.num_layers,
+            num_classes=cfg.num_classes,
+            head=True,
+            attention=True,
+            class_token=True,  # the head pools [CLS]
+            relevance_gaps=(),
+            relevance_kind="bert",
+        )
+
+    @nn.nowrap
+    def check_inputs(self, inputs) -> None:
+        """A `TextInputs` batch (B, N) (libra_jax/models/text_inputs.py `check_text_inputs`)."""
+        check_text_inputs(inputs, self.config)
+
+    @nn.nowrap
+    def token_mask(self, inputs) -> jax.Array:
+        """(..., N) bool: the attention mask (False at padding)."""
+        return inputs.attention_mask > 0
+
+    @nn.nowrap
+    def relevance_record(self, params, inputs, rules: Rules, probes: dict | None = None):
+        """Chefer's BERT relevance pass inputs from one forward of `inputs` (N,): see models/bert_relevance.py."""
+        return bert_relevance.record(self, params, inputs, rules, probes)
 
     @staticmethod
     def bias_group(path: str) -> tuple[str, int | None]:
@@ -164,22 +204,31 @@ class BertClassifier(nn.Module):
         return x
 
     def forward_tokens(
-        self, tokens: jax.Array, attention_mask: jax.Array, rules: Rules = VANILLA
-    ) -> tuple[jax.Array, dict]:
-        """Run the network from h₀ (..., N, C) with the (..., N) 1/0 mask; returns (logits (..., K), aux)."""
+        self,
+        tokens: jax.Array,
+        rules: Rules = VANILLA,
+        positions: jax.Array | None = None,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Aux]:
+        """Run the network from h₀ (..., N, C); `mask` (..., N) bool/0-1 marks real tokens (None: all real).
+        `positions` is not read: the position embedding is already in h₀. Returns (logits (..., K), aux)."""
         tokens = probe(self, "tokens", tokens)
         x = self.embed_norm(tokens, rules)
-        bias = padding_bias(attention_mask, x.dtype)
+        mask = jnp.ones(tokens.shape[:-1], bool) if mask is None else mask
+        bias = padding_bias(mask, x.dtype)
         blocks = []
         for block in self.blocks:
             x, block_aux = block(x, rules, bias)
-            blocks.append({"out": x, **block_aux})
+            blocks.append(block_aux)
         pooled = ops.activation(self.pooler(x[..., 0, :]), self.config.head_act, rules.activation)
-        aux = {"tokens": tokens, "blocks": blocks, "features": x, "pooled": pooled}
-        return self.classifier(pooled), aux
+        return self.classifier(pooled), Aux(tokens=tokens, blocks=blocks, features=x, pooled=pooled)
 
-    def __call__(self, inputs, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
-        return self.forward_tokens(self.embed(inputs), inputs.attention_mask, rules)
+    def forward_head(self, pooled: jax.Array, rules: Rules = VANILLA, dist: jax.Array | None = None) -> jax.Array:
+        """The activated pooler output (..., C) → logits (..., K) (`dist` is not read)."""
+        return self.classifier(pooled)
+
+    def __call__(self, inputs, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
+        return self.forward_tokens(self.embed(inputs), rules, mask=self.token_mask(inputs))
 
 
 def param_shapes(model: BertClassifier) -> dict:
@@ -188,5 +237,4 @@ def param_shapes(model: BertClassifier) -> dict:
     Traced through `forward_tokens`, which needs no `TextInputs`: `setup` creates the embedding tables anyway.
     """
     tokens = jax.ShapeDtypeStruct((1, model.config.hidden_size), jnp.float32)
-    mask = jax.ShapeDtypeStruct((1,), jnp.int32)
-    return jax.eval_shape(partial(model.init, method="forward_tokens"), jax.random.key(0), tokens, mask)["params"]
+    return jax.eval_shape(partial(model.init, method="forward_tokens"), jax.random.key(0), tokens)["params"]

@@ -87,10 +87,16 @@ class Capabilities:
     head: `forward_head` turns pooled features into the explained output (a classifier or a projection).
     attention: every block reports its attention A_l (H, N, N) in aux and probes it.
     class_token: token 0 is a class token (the row that attention methods read).
+    query_row: without a class token, the attention row that the row-reading methods (GradSAM, raw attention,
+      rollout, GenAtt) read instead, e.g. −1 for a causal decoder (the last position, whose next-token logits
+      are explained); None: those methods are not defined.
     blockwise: `enter_blocks`, `forward_block` and `final_norm` run the blocks one at a time (LeGrad).
     attention_pool: the head pools with attention (`attention_pool`, a MAP head).
     relevance_gaps: why Chefer's LRP relevance pass (`relevance_record`) is not defined for this model, as
       phrases ('no class token', 'a gated MLP', ...); empty when it is.
+    relevance_kind: which pass reads the `relevance_record`: "vit" (pre-norm blocks, a `RelevanceRecord`,
+      methods/lrp.py) or "bert" (post-norm blocks, a `BertRelevanceRecord` of models/bert_relevance.py,
+      methods/lrp_text.py).
     """
 
     depth: int
@@ -98,9 +104,11 @@ class Capabilities:
     head: bool = True
     attention: bool = False
     class_token: bool = False
+    query_row: int | None = None
     blockwise: bool = False
     attention_pool: bool = False
     relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
+    relevance_kind: str = "vit"
 
 
 Requirement = Callable[[Capabilities], str | None]

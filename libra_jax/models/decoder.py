@@ -2,14 +2,15 @@
 in Flax Linen, with LibraGrad rules and probes, as one configurable model.
 
     model = Decoder(config)
-    logits, aux = model.apply({"params": params}, DecoderInputs(ids, attention_mask), rules)
+    logits, aux = model.apply({"params": params}, text_inputs(ids, attention_mask), rules)
 
 ids (..., N) int, attention_mask (..., N) 1 = token / 0 = padding; logits (..., N, V) are the next-token
 logits at every position. Prompts may be LEFT-padded: position ids come from the mask (as transformers
 computes them in `generate`) and padded keys are masked out, so a padded batch equals its unpadded prompts
 and padded positions get exactly zero gradient (nothing real reads them).
 
-The forward is the VisionTransformer contract (models/vit.py): `aux["tokens"]` is h₀ (the word
+The inputs are a `TextInputs` (models/text_inputs.py; token types are not read). The model implements the
+contract (models/contract.py, docs/design.md): `aux["tokens"]` is h₀ (the word
 embeddings, ×√C for Gemma, + learned positions for GPT-2), `aux["blocks"][i]` = {"out", "attn",
 "post_attn"}, zero probes sit at h₀, on every block output, on every attention matrix and on every bias;
 `bias_group` places bias maps for FullGrad; the split points are `embed` / `forward_tokens`.
@@ -27,37 +28,17 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax import struct
 
 from libra_jax import ops
+from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
 from libra_jax.models.layers import GluMlp, LayerNorm, Linear, Mlp, merge_heads, probe, split_heads, zero_probe
 from libra_jax.models.rope1d import RopeScaling, apply_rope_half, inverse_frequencies, rope_angles
+from libra_jax.models.text_inputs import TextInputs, check_text_inputs
 from libra_jax.ops.softcap import softcap
 from libra_jax.rules import PRESETS, Rules
-from libra_jax.validate import runtime_check
 
 VANILLA = PRESETS["vanilla"]
 LAYER_TYPES = ("full_attention", "sliding_attention")
-
-
-@struct.dataclass
-class DecoderInputs:
-    """ids (..., N) int32 token ids; attention_mask (..., N) int32, 1 = token, 0 = (left) padding."""
-
-    ids: jax.Array
-    attention_mask: jax.Array
-
-
-def decoder_inputs(ids, attention_mask=None) -> DecoderInputs:
-    """`DecoderInputs` from array-likes (mask defaults to all ones); ValueError on non-integer ids or a
-    mask of another shape."""
-    ids = jnp.asarray(ids)
-    if not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise ValueError(f"token ids must be integers; got dtype {ids.dtype} (tokenize the text first)")
-    mask = jnp.ones_like(ids) if attention_mask is None else jnp.asarray(attention_mask)
-    if mask.shape != ids.shape:
-        raise ValueError(f"attention_mask has shape {mask.shape} but the ids have {ids.shape}; pass one per id")
-    return DecoderInputs(ids.astype(jnp.int32), mask.astype(jnp.int32))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +124,16 @@ class DecoderConfig:
     def num_classes(self) -> int:
         """The 'classes' of the logits' last axis: the vocabulary."""
         return self.vocab_size
+
+    @property
+    def max_length(self) -> int:
+        """The longest prompt (`check_text_inputs`): the context."""
+        return self.max_positions
+
+    @property
+    def type_vocab_size(self) -> int:
+        """No token types (`check_text_inputs` then wants them all 0)."""
+        return 0
 
     def replace(self, **changes) -> DecoderConfig:
         return dataclasses.replace(self, **changes)
@@ -244,7 +235,7 @@ class DecoderBlock(nn.Module):
     @nn.compact
     def __call__(
         self, x: jax.Array, rules: Rules, bias: jax.Array, rope: tuple[jax.Array, jax.Array] | None
-    ) -> tuple[jax.Array, dict]:
+    ) -> tuple[jax.Array, BlockAux]:
         cfg = self.config
         a, attn = DecoderAttention(cfg, name="attn")(make_norm(cfg, "norm1")(x, rules), rules, bias, rope)
         if cfg.sandwich_norms:
@@ -259,7 +250,7 @@ class DecoderBlock(nn.Module):
         if cfg.sandwich_norms:
             m = make_norm(cfg, "mlp_out_norm")(m, rules)
         x = probe(self, "out", x + m)
-        return x, {"attn": attn, "post_attn": post_attn}
+        return x, BlockAux(out=x, attn=attn, post_attn=post_attn)
 
 
 class Decoder(nn.Module):
@@ -281,6 +272,36 @@ class Decoder(nn.Module):
         self.norm = make_norm(cfg, "norm")
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.vocab_size, use_bias=False, name="lm_head")
 
+    @property
+    def layout(self) -> TokenLayout:
+        """A plain sequence, every position shown. Tokens are zeroed, never removed (positions come from the
+        mask)."""
+        return TokenLayout(num_prefix=0, grid=None, droppable=False, needs_positions=False)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        cfg = self.config
+        return Capabilities(
+            depth=cfg.num_layers,
+            num_classes=cfg.vocab_size,  # next-token logits at every position: explain one with text/next_token.py
+            head=True,
+            attention=True,
+            class_token=False,
+            query_row=-1,  # the last position: left padding keeps it a real token
+            relevance_gaps=("no class token (a causal decoder explains one position's next-token logit)",),
+        )
+
+    @nn.nowrap
+    def check_inputs(self, inputs: TextInputs) -> None:
+        """A `TextInputs` batch (B, N) (models/text_inputs.py `check_text_inputs`): ids in the vocabulary (also
+        under jit), a prompt no longer than the context, one mask entry per id."""
+        check_text_inputs(inputs, self.config)
+
+    @nn.nowrap
+    def token_mask(self, inputs: TextInputs) -> jax.Array:
+        """(..., N) bool: the attention mask (False at the left padding)."""
+        return inputs.attention_mask > 0
+
     @staticmethod
     def bias_group(path: str) -> tuple[str, int | None]:
         """Where FullGrad puts the bias map of the bias probe at `path` (as `VisionTransformer.bias_group`):
@@ -290,29 +311,8 @@ class Decoder(nn.Module):
             return "block", int(top.split("_")[1])
         return "end", None
 
-    def check_inputs(self, inputs: DecoderInputs) -> None:
-        """Clear errors for ids outside the vocabulary (also under jit), a prompt longer than the context,
-        a mask of another shape."""
-        cfg = self.config
-        n = inputs.ids.shape[-1]
-        if inputs.attention_mask.shape != inputs.ids.shape:
-            raise ValueError(
-                f"attention_mask has shape {inputs.attention_mask.shape} but the ids have {inputs.ids.shape}"
-            )
-        if n > cfg.max_positions:
-            raise ValueError(
-                f"{n} tokens exceed the model's context of {cfg.max_positions} positions"
-                " (max_position_embeddings); truncate or split the prompt"
-            )
-        runtime_check(
-            ((inputs.ids < 0) | (inputs.ids >= cfg.vocab_size)).any(),
-            f"token ids must lie in [0, {cfg.vocab_size}) (the model's vocabulary); was the text tokenized with"
-            " another model's tokenizer?",
-        )
-
-    def embed(self, inputs: DecoderInputs) -> jax.Array:
+    def embed(self, inputs: TextInputs) -> jax.Array:
         """h₀ = word embeddings (×√C with embed_scale; + learned position embeddings): ids (..., N) → (..., N, C)."""
-        self.check_inputs(inputs)
         cfg = self.config
         x = self.embed_tokens[inputs.ids]
         if cfg.embed_scale:
@@ -331,15 +331,22 @@ class Decoder(nn.Module):
         return rope_angles(positions, inverse_frequencies(cfg.head_dim, theta, scaling))
 
     def forward_tokens(
-        self, tokens: jax.Array, attention_mask: jax.Array, rules: Rules = VANILLA
-    ) -> tuple[jax.Array, dict]:
-        """Run the network from h₀ (..., N, C) with the (..., N) 1/0 mask; returns (logits (..., N, V), aux)."""
+        self,
+        tokens: jax.Array,
+        rules: Rules = VANILLA,
+        positions: jax.Array | None = None,
+        mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, Aux]:
+        """Run the network from h₀ (..., N, C); `mask` (..., N) bool/0-1 marks real tokens (None: all real),
+        `positions` (..., N) the RoPE positions (None: counted over the real tokens). Returns (logits (..., N, V),
+        aux); aux['pooled'] is the normed features (..., N, C): the LM head reads every position."""
         cfg = self.config
         tokens = probe(self, "tokens", tokens)
-        positions = position_ids(attention_mask)
+        mask = jnp.ones(tokens.shape[:-1], bool) if mask is None else mask
+        positions = position_ids(mask) if positions is None else positions
         context = {  # (mask bias, RoPE table) for full and for sliding-window layers, built once
             sliding: (
-                attention_mask_bias(attention_mask, cfg.sliding_window if sliding else None, tokens.dtype),
+                attention_mask_bias(mask, cfg.sliding_window if sliding else None, tokens.dtype),
                 self._rope(positions, sliding),
             )
             for sliding in {cfg.is_sliding(i) for i in range(cfg.num_layers)}
@@ -347,12 +354,16 @@ class Decoder(nn.Module):
         x, blocks = tokens, []
         for i, block in enumerate(self.blocks):
             x, block_aux = block(x, rules, *context[cfg.is_sliding(i)])
-            blocks.append({"out": x, **block_aux})
+            blocks.append(block_aux)
         x = self.norm(x, rules)
-        logits = x @ self.embed_tokens.T.astype(x.dtype) if self.lm_head is None else self.lm_head(x)
-        if cfg.final_softcap is not None:
-            logits = softcap(logits, cfg.final_softcap, rules.activation)
-        return logits, {"tokens": tokens, "blocks": blocks, "features": x}
+        return self.forward_head(x, rules), Aux(tokens=tokens, blocks=blocks, features=x, pooled=x)
 
-    def __call__(self, inputs: DecoderInputs, rules: Rules = VANILLA) -> tuple[jax.Array, dict]:
-        return self.forward_tokens(self.embed(inputs), inputs.attention_mask, rules)
+    def forward_head(self, pooled: jax.Array, rules: Rules = VANILLA, dist: jax.Array | None = None) -> jax.Array:
+        """LM head (tied or not) [→ soft-cap]: normed features (..., C) → logits (..., V) (`dist` is not read)."""
+        logits = pooled @ self.embed_tokens.T.astype(pooled.dtype) if self.lm_head is None else self.lm_head(pooled)
+        if self.config.final_softcap is not None:
+            logits = softcap(logits, self.config.final_softcap, rules.activation)
+        return logits
+
+    def __call__(self, inputs: TextInputs, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
+        return self.forward_tokens(self.embed(inputs), rules, mask=self.token_mask(inputs))

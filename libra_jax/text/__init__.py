@@ -1,6 +1,6 @@
 """Text models' inputs, loading and tokenization; word-level maps from token maps and rendering them."""
 
-from libra_jax.text.inputs import TextInputs, check_text_inputs, text_inputs
+from libra_jax.models.text_inputs import TextInputs, check_text_inputs, text_inputs
 from libra_jax.text.loading import load_text_classifier
 from libra_jax.text.render import render_html, render_terminal
 from libra_jax.text.tokenizer import TextTokenizer, load_text_tokenizer

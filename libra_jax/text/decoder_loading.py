@@ -20,8 +20,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from libra_jax.models.decoder import Decoder, DecoderConfig, decoder_inputs
+from libra_jax.models.decoder import Decoder, DecoderConfig
 from libra_jax.models.rope1d import RopeScaling
+from libra_jax.models.text_inputs import text_inputs
 from libra_jax.weights import hub
 from libra_jax.weights.keymap import describe_diff, flatten, unflatten
 
@@ -254,9 +255,7 @@ def convert(model: Decoder, state: Mapping[str, np.ndarray], *, source: str, str
     or mis-shaped ones). A tied model ignores a stored `lm_head.weight` (the embedding serves as head), and
     the family's known non-parameter buffers are skipped.
     """
-    want = flatten(
-        jax.eval_shape(model.init, jax.random.PRNGKey(0), decoder_inputs(np.zeros((1,), np.int32)))["params"]
-    )
+    want = flatten(jax.eval_shape(model.init, jax.random.PRNGKey(0), text_inputs(np.zeros((1,), np.int32)))["params"])
     family = FAMILIES[model.config.family]
     params, unexpected, mismatched = {}, [], []
     for key, value in state.items():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from libra_jax.image_text.tokenizer import TOKENIZER_FILE, _token_name, _tokenizers
-from libra_jax.text.inputs import TextInputs, text_inputs
+from libra_jax.models.text_inputs import TextInputs, text_inputs
 from libra_jax.text.loading import CONFIG_FILE, config_from_hf
 from libra_jax.weights import hub
 

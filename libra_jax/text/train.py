@@ -39,7 +39,7 @@ from libra_jax.data.text_synthetic import (
     vocabulary,
 )
 from libra_jax.models.bert import VANILLA, BertClassifier, BertConfig
-from libra_jax.text.inputs import TextInputs, text_inputs
+from libra_jax.models.text_inputs import TextInputs, text_inputs
 from libra_jax.train import Recipe, make_optimizer
 from libra_jax.weights.atomic import write_atomic
 from libra_jax.weights.formats import save_checkpoint

@@ -1,4 +1,5 @@
-"""`TextInputs`: a small typed batch of token ids, attention mask and token types, with input checks.
+"""`TextInputs`: a small typed batch of token ids, attention mask and token types, with input checks. The text
+models' input type (re-exported by `libra_jax.text`, whose tokenizers make it).
 
     inputs = text_inputs(ids, attention_mask)            # token types default to 0
     check_text_inputs(inputs, model.config)              # clear errors for bad input
@@ -50,7 +51,8 @@ def text_inputs(ids, attention_mask=None, token_type_ids=None) -> TextInputs:
 
 
 def check_text_inputs(inputs, config, *, batched: bool = True) -> None:
-    """Checks of a `TextInputs` against a `BertConfig` (static shape checks; value checks also under jit).
+    """Checks of a `TextInputs` against a text model's config (`BertConfig` or `DecoderConfig`: vocab_size,
+    max_length, type_vocab_size); static shape checks, value checks also under jit.
 
     Raises ValueError for: not a `TextInputs` (e.g. an image array), a wrong rank, an empty sequence or one
     with no real token, a sequence longer than the position table, ids outside [0, vocab_size), token types
@@ -58,8 +60,8 @@ def check_text_inputs(inputs, config, *, batched: bool = True) -> None:
     """
     if not isinstance(inputs, TextInputs):
         raise ValueError(
-            f"a text model takes a TextInputs batch (libra_jax.text.text_inputs(ids, attention_mask)); got "
-            f"{type(inputs).__name__} with shape {np.shape(inputs)}"
+            f"a text model takes a TextInputs batch (libra_jax.text.text_inputs(ids, attention_mask), or a tokenizer"
+            f" from libra_jax.text.load_text_tokenizer); got {type(inputs).__name__} with shape {np.shape(inputs)}"
         )
     rank = 2 if batched else 1
     shape = tuple(inputs.ids.shape)
