@@ -1,8 +1,7 @@
 """Chefer et al. (CVPR'21) on BERT-family classifiers, as the official BERT code computes it.
 
-The relevance pass of `hila-chefer/Transformer-Explainability`'s BERT modules
-(`reference/language.md` §1; every rule and quirk is listed in the golden fixture's README,
-`golden/chefer_bert/README.md`), over the activations of ONE recorded forward pass, with the LRP rules of
+The relevance pass of `hila-chefer/Transformer-Explainability`'s BERT modules (tested against that code's
+outputs in tests/test_bert_golden.py), over the activations of ONE recorded forward pass, with the LRP rules of
 `methods/lrp.py` (α1β0 Linear, LRP-0 Add / fork / matmul, the 1e-9 safe division). What differs from the
 ViT pass:
 

@@ -79,7 +79,7 @@ class BertConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        """Text maps cover every position, special tokens included (SPEC §7): nothing is dropped."""
+        """Text maps cover every position, special tokens included: nothing is dropped."""
         return 0
 
     @property
