@@ -18,6 +18,7 @@ def highest_precision():
 # ---- markers (registered in pyproject.toml), assigned from the tables below ----
 
 GOLDEN = {
+    "test_bert_golden.py": ("*",),
     "test_golden.py": ("*",),
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),  # even its parametrisation reads the golden keys

@@ -1,9 +1,9 @@
 """Parity with the official LibraGrad code (../shared/golden), every preset and method present.
 
 Tolerances follow `golden.py`'s scheme: float64 against the golden and our float32 against our float64,
-each at 1e-4 of the map's scale, plus a derived rounding allowance on the one family of ill-conditioned maps
-(CLIP's IxG through `norm_pre` under a plain LayerNorm rule), whose float64 value is pinned against an
-independent closed form here. Each case compiles once per dtype (all presets in one jitted call).
+each at 1e-4 of the map's scale, plus a derived rounding allowance on the ill-conditioned channel sums
+(`ILL_CONDITIONED`, pinned by a test); CLIP's cancelling IxG through `norm_pre` is also pinned in float64
+against an independent closed form here. Each case compiles once per dtype (all presets in one jitted call).
 BEiTv2 and EVA-02 are rebuilt with LayerNorm eps 1e-5, as the official code built them (golden README).
 """
 
@@ -40,8 +40,15 @@ CASES = ("vit_tiny", "deit3_small", "clip_base", "siglip_base_map", "beitv2_base
 FORK_LN_EPS = ("beitv2_base", "eva02_tiny")
 GATED = ("eva02_tiny",)  # gated MLP: the official code adds the −Gate ablation `WO-MLP`
 PLAIN_LN_PRESETS = ("NG", "NG_S0", "WO-LN")
-# The only ill-conditioned maps of the golden cases: IxG through CLIP's norm_pre under a plain LayerNorm rule.
-ILL_CONDITIONED = {("clip_base", p): {"ixg", "ixg_block0"} for p in PLAIN_LN_PRESETS}
+S1_PRESETS = ("NG", "Libra", "AliLRP", "WO-Att", "WO-LN", "WO-Act")  # the softmax-probability target
+# The ill-conditioned maps of the golden cases (golden.py): IxG through CLIP's norm_pre under a plain LayerNorm
+# rule (cancellation ratio ~3e4), CLIP's head-bias map under the probability target (ratio 381), and vanilla
+# IxG₀ of the 4-block ViT (ratio 254, just past the ≈ 210 at which the rounding bound passes 1e-4·s).
+ILL_CONDITIONED = {
+    ("clip_base", p): ({"ixg", "ixg_block0"} if p in PLAIN_LN_PRESETS else set())
+    | ({"fullgrad_biases_head_end"} if p in S1_PRESETS else set())
+    for p in {*PLAIN_LN_PRESETS, *S1_PRESETS}
+} | {("vit_tiny", "NG"): {"ixg", "ixg_block0"}}
 
 
 def load_case(name: str):
@@ -104,8 +111,8 @@ def test_ill_conditioned_maps_are_the_documented_ones(case):
     """The rounding allowance goes exactly to the maps the docstring names, selected by their measured
     cancellation ratio, and nowhere else."""
     name, *_, exact = case
-    for preset, maps in exact.items():
-        assert set(ill_conditioned(maps)) == ILL_CONDITIONED.get((name, preset), set()), preset
+    found = {preset: set(ill_conditioned(maps)) for preset, maps in exact.items()}
+    assert {p: k for p, k in found.items() if k} == {p: k for (n, p), k in ILL_CONDITIONED.items() if n == name}
 
 
 def test_libra_logit_is_complete(case):
