@@ -149,7 +149,8 @@ def test_cli_evaluate_methods_rules_and_model_kw(tmp_path, capsys):
     argv = ["evaluate", "--model", str(path), "--method", "ixg", "libra_fullgrad", "--rules", "vanilla", "libra"]
     argv += ["--n", "2", "--batch", "2", "--out", str(tmp_path / "o")]
     assert cli.main([*argv, "--model-kw", "norm_eps=1e-5"]) == 0
-    rows = [tuple(line.split(" | ")[:2]) for line in capsys.readouterr().out.splitlines()[2:]]
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [tuple(line.split(" | ")[:2]) for line in table[1:]]
     assert rows == [("| ixg", "vanilla"), ("| ixg", "libra"), ("| fullgrad", "libra")]
     meta = json.loads((tmp_path / "o" / "results.json").read_text())["meta"]
     assert meta["methods"] == ["ixg", "fullgrad"] and meta["presets"] == ["vanilla", "libra"]

@@ -285,8 +285,9 @@ def test_prefetch_keeps_order_and_reraises():
 
 PAUSE = """
 import os, sys, time
-from libra_jax import cli, viz
-write = viz.write_atomic
+from libra_jax import cli
+from libra_jax.run import store
+write = store.write_atomic
 def pause(path, data):
     name = os.path.basename(path)
     if name == os.environ["PAUSE_AT"]:
@@ -295,7 +296,7 @@ def pause(path, data):
         print("paused", flush=True)
         time.sleep(600)
     write(path, data)
-viz.write_atomic = pause
+store.write_atomic = pause  # the shard writer's atomic write
 sys.exit(cli.main(sys.argv[1:]))
 """
 CLI = "import sys; from libra_jax import cli; sys.exit(cli.main(sys.argv[1:]))"

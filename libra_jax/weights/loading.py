@@ -193,8 +193,8 @@ def load(
         ck = _read_libra_file(path)
         if ck.data_config is None:
             return _load_text_file(ck, path, model_kwargs)
-        if not model_kwargs:
-            model = build_model(ck.config, ck.data_config)
+        if not model_kwargs:  # the input size is the model's own, whatever preprocessing size the file records
+            model = build_model(ck.config, dataclasses.replace(ck.data_config, input_size=ck.config.img_size))
             params = check_params(ck.params, _param_shapes(model), source=str(path))
             return model, jax.tree.map(jnp.asarray, params)
         src = _adapted_libra_file(ck, path, model_kwargs)
