@@ -30,21 +30,93 @@ TORCH_PACKAGES = ("torch", "timm", "transformers", "open_clip")
 """A test module that imports one of these (at module level) is marked `torch`."""
 
 SLOW = {
-    "test_beit_eva.py": ("test_hub_and_libra_file_loads",),
-    "test_evaluate.py": ("test_cli_evaluate_on_a_saved_model",),
+    # whole modules: they share module-scoped fixtures (compiles of every case), so any test of them pays it
+    "test_bert_golden.py": ("*",),
+    "test_decoder.py": ("*",),
+    "test_golden.py": ("*",),
+    "test_legrad_clip.py": ("*",),
+    "test_lrp.py": ("*",),
+    "test_text_methods.py": ("*",),
+    "test_attention_methods.py": ("test_attcat_of_a_one_block_model",),
+    "test_beit_eva.py": (
+        "test_faithfulness_zeroes_beit_and_drops_eva",
+        "test_fullgrad_is_complete_under_libra_logit",
+        "test_legrad_blocks_see_the_shared_bias_and_rope",
+        "test_methods_run",
+        "test_rope_follows_the_patches",
+        "test_hub_and_libra_file_loads",
+    ),
+    "test_bert.py": ("test_completeness_and_padding",),
+    "test_cli.py": ("test_benchmark_smoke", "test_memory_estimate_script"),
+    "test_completeness.py": (
+        "test_completeness_error_metric_uses_top1_by_default",
+        "test_completeness_needs_every_rule",
+        "test_fullgrad_and_every_layer_are_complete_under_libra_logit",
+        "test_vanilla_fullgrad_is_incomplete",
+    ),
+    "test_contract.py": (
+        "test_every_single_pass_method_runs_on_the_toy",
+        "test_faithfulness_on_the_toy",
+        "test_fullgrad_is_complete_on_the_toy",
+    ),
+    "test_evaluate.py": (
+        "test_cli_evaluate_methods_rules_and_model_kw",
+        "test_cli_evaluate_on_a_saved_model",
+        "test_every_column_filled",
+    ),
+    "test_image_text.py": (
+        "test_cli_explains_several_prompts",
+        "test_every_supported_method_takes_a_text_target",
+        "test_fullgrad_is_complete_for_the_similarity_under_libra_logit",
+        "test_hf_siglip_parity",
+        "test_several_prompts_in_one_call_equal_separate_calls",
+        "test_sigmoid_target_and_model_scale",
+    ),
+    "test_legrad.py": (
+        "test_batch_equals_single_calls",
+        "test_local_gradients_equal_brute_force",
+        "test_multi_method_call_equals_separate_calls",
+    ),
     "test_loading.py": (
         "test_forward_parity_with_timm",
         "test_resampling_matches_timm",
         "test_converter_cli_round_trip",
     ),
-    # the golden tests share a module fixture (87 s setup): all of them, or the next one pays it
-    "test_mixer.py": ("test_libra_checkpoint_round_trip", "test_golden_logits_and_patches", "test_golden_preset_maps"),
+    "test_lock.py": (
+        "test_lock_of_a_killed_run_does_not_block_the_resume",
+        "test_second_run_is_refused_while_the_first_finishes",
+    ),
+    "test_memory.py": (
+        "test_bfloat16_compute_is_close_to_float32",
+        "test_chunked_equals_whole_batch",
+        "test_remat_keeps_param_names_and_maps",
+    ),
+    "test_methods.py": (
+        "test_jit_equals_eager_and_batch_equals_single",
+        "test_multi_method_equals_separate_calls",
+        "test_smoothgrad_is_deterministic_and_batch_invariant",
+        "test_vmap_of_fn_equals_loop",
+    ),
+    # the golden tests share a module fixture: all of them, or the next one pays it
+    "test_mixer.py": (
+        "test_libra_checkpoint_round_trip",
+        "test_golden_logits_and_patches",
+        "test_golden_preset_maps",
+        "test_completeness_metric_counts_the_unassigned_biases",
+    ),
     "test_registry.py": ("test_registry_agrees_with_timm",),
+    "test_run.py": (
+        "test_killed_run_resumes_to_identical_results",
+        "test_two_processes_killed_and_restarted",
+        "test_two_processes_with_two_devices_each",
+    ),
+    "test_text_train.py": ("test_a_three_step_training_run_writes_a_loadable_file",),
     "test_train.py": ("test_fit_reduces_the_loss_and_the_checkpoint_round_trips",),
+    "test_validate.py": ("test_normalised_images_pass_and_unnormalised_fail_eager_and_jit",),
     "test_weights.py": ("test_a_libra_file_loads_directly_and_reports_its_own_keys",),
 }
-"""Test functions (all their parametrisations) measured at >= 5 s (call or setup) with `pytest --durations=0`
-on the 2-core development machine. Extend it from a full run's durations; modules not listed have not been measured."""
+"""Test functions (all their parametrisations) measured at >= 5 s (call or setup) in a full run with
+`pytest --durations=0` on the 2-core development machine; extend it from a full run's durations."""
 
 
 def _matches(table: dict, item) -> bool:
