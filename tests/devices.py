@@ -11,6 +11,7 @@ import pathlib
 import select
 import subprocess
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -66,3 +67,14 @@ def wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 240) -> No
             proc.kill()
             out, err = proc.communicate()
             raise AssertionError(f"no line with {text!r} from the subprocess\nstdout:\n{out}\nstderr:\n{err}")
+
+
+def wait_for_file(path: pathlib.Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Block until `path` exists (written atomically by `proc`); AssertionError if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"{path} was not written\nstdout:\n{out}\nstderr:\n{err}")
+        time.sleep(0.1)

@@ -17,7 +17,7 @@ import socket
 import jax
 import numpy as np
 import pytest
-from devices import finish, run_python, start_python, wait_for_line
+from devices import finish, run_python, start_python, wait_for_file, wait_for_line
 from helpers import TINY
 from PIL import Image
 
@@ -423,6 +423,8 @@ def test_two_processes_killed_and_restarted(files, two_process_run, tmp_path):
     out = tmp_path / "out"
     procs = _two_processes(files, out, pause_at="shard-00001-p1.npz")
     wait_for_line(procs[1], "paused")
+    # process 0 writes shard 0 after dispatching shard 1's batch, so process 1 can reach its pause first
+    wait_for_file(out / "shards" / "shard-00000-p0.npz", procs[0])
     for p in procs:
         p.kill()
         p.wait(timeout=60)
