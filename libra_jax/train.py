@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,13 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from libra_jax import train_driver
 from libra_jax.data.synthetic import SPLITS, BenchmarkConfig, make_single
 from libra_jax.models.config import DataConfig, ViTConfig
 from libra_jax.models.vit import VisionTransformer
 from libra_jax.preprocess import normalise
 from libra_jax.rules import PRESETS
 from libra_jax.weights import embedded
-from libra_jax.weights.formats import save_checkpoint
 
 MODEL_NAMES = ("vit", "swiglu")
 VANILLA = PRESETS["vanilla"]
@@ -105,43 +103,16 @@ def build_model(model_name: str, benchmark: BenchmarkConfig) -> VisionTransforme
     return VisionTransformer(model_config(model_name, benchmark), data_config(benchmark))
 
 
-def _decay_mask(params: dict) -> dict:
-    """Weight decay on matmul / conv kernels only (not on biases, norms, tokens or position embeddings)."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
-
-
-def make_optimizer(recipe: Recipe) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=recipe.peak_lr,
-        warmup_steps=recipe.warmup_steps,
-        decay_steps=recipe.steps,
-        end_value=recipe.peak_lr * recipe.final_lr_ratio,
-    )
-    return optax.chain(
-        optax.clip_by_global_norm(recipe.clip_norm),
-        optax.adamw(schedule, weight_decay=recipe.weight_decay, mask=_decay_mask),
-    )
-
-
-def make_train_step(
-    model: VisionTransformer, tx: optax.GradientTransformation, recipe: Recipe
-) -> Callable[[dict, optax.OptState, jax.Array, jax.Array], tuple[dict, optax.OptState, jax.Array]]:
-    """Jitted step (params, opt_state, x (B, H, W, 3) float32, y (B,) int32) → (params, opt_state, loss)."""
+def loss_function(model: VisionTransformer, recipe: Recipe) -> Callable[[dict, jax.Array, jax.Array], jax.Array]:
+    """Label-smoothed cross-entropy (params, x (B, H, W, 3) float32, y (B,) int32) → scalar."""
     k = model.config.num_classes
 
-    def loss_fn(params, x, y):
+    def loss(params, x, y):
         logits, _ = model.apply({"params": params}, x, VANILLA)
         targets = optax.smooth_labels(jax.nn.one_hot(y, k), recipe.label_smoothing)
         return optax.softmax_cross_entropy(logits, targets).mean()
 
-    @jax.jit
-    def step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
+    return loss
 
 
 def easy_benchmark(benchmark: BenchmarkConfig) -> BenchmarkConfig:
@@ -204,6 +175,27 @@ def batches(
             yield batch
 
 
+def trainee(
+    model: VisionTransformer, benchmark: BenchmarkConfig, recipe: Recipe, name: str = "vit", test_images: int = 2000
+) -> train_driver.Trainee:
+    """The image model as the shared driver's `Trainee` (libra_jax/train_driver.py): fresh train-split batches,
+    accuracy on the first `test_images` test-split images."""
+    size = benchmark.image_size
+    return train_driver.Trainee(
+        name=name,
+        module="libra_jax.train",
+        model=model,
+        example=jnp.zeros((size, size, 3), jnp.float32),
+        loss=loss_function(model, recipe),
+        batches=lambda: batches(model, benchmark, recipe),
+        evaluate=lambda params: {
+            "test_accuracy": evaluate(model, params, benchmark, test_images),
+            "test_images": test_images,
+        },
+        log_every=250,
+    )
+
+
 def fit(
     model: VisionTransformer,
     benchmark: BenchmarkConfig,
@@ -212,25 +204,14 @@ def fit(
     log: Callable[[str], None] = print,
     log_every: int = 250,
 ) -> tuple[dict, np.ndarray]:
-    """Train `model` from a seeded init on fresh train-split batches.
+    """Train `model` from a seeded init on fresh train-split batches (`train_driver.fit`).
 
     Returns:
       (params, losses float32 (recipe.steps,)): the trained Flax params and the loss of every step.
     """
-    size = benchmark.image_size
-    params = model.init(jax.random.key(seed), jnp.zeros((size, size, 3), jnp.float32))["params"]
-    tx = make_optimizer(recipe)
-    opt_state = tx.init(params)
-    step = make_train_step(model, tx, recipe)
-    losses = []
-    start = time.perf_counter()
-    for t, (x, y) in enumerate(batches(model, benchmark, recipe)):
-        params, opt_state, loss = step(params, opt_state, x, y)
-        losses.append(loss)
-        if (t + 1) % log_every == 0 or t + 1 == recipe.steps:
-            recent = float(np.mean(jax.device_get(losses[-log_every:])))
-            log(f"step {t + 1}/{recipe.steps}  loss {recent:.4f}  elapsed {time.perf_counter() - start:.0f}s")
-    return params, np.asarray(jax.device_get(losses), np.float32)
+    return train_driver.fit(
+        dataclasses.replace(trainee(model, benchmark, recipe), log_every=log_every), recipe, seed, log
+    )
 
 
 def predict(model: VisionTransformer, params: dict, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -270,31 +251,13 @@ def train(
       benchmark, recipe: generator and optimisation settings (default: `BenchmarkConfig()`, `Recipe()`).
       test_images: number of 'test' split images the accuracy is measured on.
     Returns:
-      dict(test_accuracy, seconds (training + evaluation wall time), steps).
+      dict(test_accuracy, test_images, seconds (training + evaluation wall time), steps).
     """
     benchmark = benchmark or BenchmarkConfig()
     recipe = recipe or Recipe()
     if steps is not None:
         recipe = dataclasses.replace(recipe, steps=steps)
     model = build_model(model_name, benchmark)
-    log(f"training {model_name!r}: {model.config}")
-    start = time.perf_counter()
-    params, _ = fit(model, benchmark, recipe, seed, log)
-    accuracy = evaluate(model, params, benchmark, test_images)
-    seconds = time.perf_counter() - start
-    log(f"{model_name}: test accuracy {accuracy:.4f} on {test_images} images, {seconds:.0f}s")
-    if out is not None:
-        record = {
-            "model": model_name,
-            "trained_with": "libra_jax.train",
-            "seed": seed,
-            "steps": recipe.steps,
-            "recipe": dataclasses.asdict(recipe),
-            "benchmark": dataclasses.asdict(benchmark),
-            "test_accuracy": accuracy,
-            "test_images": test_images,
-            "seconds": round(seconds, 1),
-        }
-        path = save_checkpoint(out, model, params, source=json.dumps(record))
-        log(f"saved {path}")
-    return {"test_accuracy": accuracy, "seconds": seconds, "steps": recipe.steps}
+    return train_driver.train(
+        trainee(model, benchmark, recipe, model_name, test_images), recipe, benchmark, seed, out, log
+    )

@@ -8,7 +8,7 @@
 A post-norm BERT (`BertClassifier`, family 'bert': width 64, 2 layers, 2 heads) over the benchmark's
 vocabulary (`libra_jax.data.text_synthetic`). Every training example is drawn fresh from the 'train'
 split; the accuracy is measured on the disjoint 'test' split. The optimiser, its schedule and checkpoint
-writing are those of the image models (`libra_jax.train.make_optimizer`, `save_checkpoint`).
+writing are the shared driver's (libra_jax/train_driver.py).
 
 Evidence-free examples: a fraction (`TextRecipe.blank_fraction`) of every batch has its evidence words
 replaced by random distractors and a uniform target. The benchmark's distractors carry no class
@@ -20,16 +20,14 @@ attribution benchmark with exact rationales needs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 
+from libra_jax import train_driver
 from libra_jax.data.text_synthetic import (
     DISTRACTORS,
     SPECIALS,
@@ -40,9 +38,6 @@ from libra_jax.data.text_synthetic import (
 )
 from libra_jax.models.bert import VANILLA, BertClassifier, BertConfig
 from libra_jax.models.text_inputs import TextInputs, text_inputs
-from libra_jax.train import Recipe, make_optimizer
-from libra_jax.weights.atomic import write_atomic
-from libra_jax.weights.formats import save_checkpoint
 
 MODEL_NAME = "bert"
 _BLANK_SEED = 103  # stream of the evidence-free examples' replacement words
@@ -50,7 +45,7 @@ _BLANK_SEED = 103  # stream of the evidence-free examples' replacement words
 
 @dataclasses.dataclass(frozen=True)
 class TextRecipe:
-    """Optimisation settings (AdamW, warmup + cosine decay, as `libra_jax.train.Recipe`) and the data mix.
+    """Optimisation settings (`train_driver.make_optimizer`: AdamW, warmup + cosine decay) and the data mix.
 
     blank_fraction: share of each batch whose evidence is replaced by distractors, with a uniform target.
     """
@@ -63,18 +58,6 @@ class TextRecipe:
     weight_decay: float = 0.01
     clip_norm: float = 1.0
     blank_fraction: float = 0.125
-
-    def optimizer(self) -> optax.GradientTransformation:
-        recipe = Recipe(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            peak_lr=self.peak_lr,
-            warmup_steps=self.warmup_steps,
-            final_lr_ratio=self.final_lr_ratio,
-            weight_decay=self.weight_decay,
-            clip_norm=self.clip_norm,
-        )
-        return make_optimizer(recipe)
 
 
 def model_config(benchmark: TextBenchmarkConfig) -> BertConfig:
@@ -112,47 +95,33 @@ def batch(benchmark: TextBenchmarkConfig, recipe: TextRecipe, t: int) -> tuple[T
     return text_inputs(ids, data["mask"]), targets
 
 
-def make_train_step(
-    model: BertClassifier, tx: optax.GradientTransformation
-) -> Callable[[dict, optax.OptState, TextInputs, jax.Array], tuple[dict, optax.OptState, jax.Array]]:
-    """Jitted step (params, opt_state, inputs (B, N), targets (B, K)) → (params, opt_state, loss)."""
+def loss_function(model: BertClassifier) -> Callable[[dict, TextInputs, jax.Array], jax.Array]:
+    """Cross-entropy (params, inputs (B, N), targets (B, K)) → scalar."""
 
-    def loss_fn(params, inputs, targets):
+    def loss(params, inputs, targets):
         logits, _ = model.apply({"params": params}, inputs, VANILLA)
         return optax.softmax_cross_entropy(logits, targets).mean()
 
-    @jax.jit
-    def step(params, opt_state, inputs, targets):
-        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
+    return loss
 
 
-def fit(
-    model: BertClassifier,
-    benchmark: TextBenchmarkConfig,
-    recipe: TextRecipe,
-    seed: int = 0,
-    log: Callable[[str], None] = print,
-    log_every: int = 100,
-) -> tuple[dict, np.ndarray]:
-    """Train `model` from a seeded init; returns (params, losses float32 (recipe.steps,))."""
-    example = text_inputs(np.zeros((1, benchmark.seq_len), np.int32))
-    params = model.init(jax.random.key(seed), example)["params"]
-    tx = recipe.optimizer()
-    opt_state = tx.init(params)
-    step = make_train_step(model, tx)
-    losses = []
-    start = time.perf_counter()
-    for t in range(recipe.steps):
-        params, opt_state, loss = step(params, opt_state, *batch(benchmark, recipe, t))
-        losses.append(loss)
-        if (t + 1) % log_every == 0 or t + 1 == recipe.steps:
-            recent = float(np.mean(jax.device_get(losses[-log_every:])))
-            log(f"step {t + 1}/{recipe.steps}  loss {recent:.4f}  elapsed {time.perf_counter() - start:.0f}s")
-    return params, np.asarray(jax.device_get(losses), np.float32)
+def trainee(
+    model: BertClassifier, benchmark: TextBenchmarkConfig, recipe: TextRecipe, test_examples: int = 2000
+) -> train_driver.Trainee:
+    """The classifier as the shared driver's `Trainee` (libra_jax/train_driver.py)."""
+    return train_driver.Trainee(
+        name=MODEL_NAME,
+        module="libra_jax.text.train",
+        model=model,
+        example=text_inputs(np.zeros((1, benchmark.seq_len), np.int32)),
+        loss=loss_function(model),
+        batches=lambda: (batch(benchmark, recipe, t) for t in range(recipe.steps)),
+        evaluate=lambda params: {
+            "test_accuracy": evaluate(model, params, benchmark, test_examples),
+            "test_examples": test_examples,
+        },
+        tokenizer=lambda: tokenizer_json(vocabulary(benchmark)),
+    )
 
 
 def predict_proba(model: BertClassifier, params: dict, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -189,7 +158,7 @@ def train(
       test_examples: number of 'test' split examples the accuracy is measured on.
       tokenizer_out: if given, where to write the benchmark vocabulary's tokenizer.json (`tokenizer_json`).
     Returns:
-      dict(test_accuracy, seconds (training + evaluation wall time), steps).
+      dict(test_accuracy, test_examples, seconds (training + evaluation wall time), steps).
     """
     benchmark = benchmark or TextBenchmarkConfig()
     recipe = recipe or TextRecipe()
@@ -197,27 +166,6 @@ def train(
         # The schedule needs decay steps after the warmup: a short run warms up over at most half of it.
         recipe = dataclasses.replace(recipe, steps=steps, warmup_steps=min(recipe.warmup_steps, steps // 2))
     model = BertClassifier(model_config(benchmark))
-    log(f"training {MODEL_NAME!r}: {model.config}")
-    start = time.perf_counter()
-    params, _ = fit(model, benchmark, recipe, seed, log)
-    accuracy = evaluate(model, params, benchmark, test_examples)
-    seconds = time.perf_counter() - start
-    log(f"{MODEL_NAME}: test accuracy {accuracy:.4f} on {test_examples} examples, {seconds:.0f}s")
-    if out is not None:
-        record = {
-            "model": MODEL_NAME,
-            "trained_with": "libra_jax.text.train",
-            "seed": seed,
-            "steps": recipe.steps,
-            "recipe": dataclasses.asdict(recipe),
-            "benchmark": dataclasses.asdict(benchmark),
-            "test_accuracy": accuracy,
-            "test_examples": test_examples,
-            "seconds": round(seconds, 1),
-        }
-        path = save_checkpoint(out, model, params, source=json.dumps(record))
-        log(f"saved {path}")
-    if tokenizer_out is not None:
-        write_atomic(Path(tokenizer_out), tokenizer_json(vocabulary(benchmark)).encode())
-        log(f"saved {tokenizer_out}")
-    return {"test_accuracy": accuracy, "seconds": seconds, "steps": recipe.steps}
+    return train_driver.train(
+        trainee(model, benchmark, recipe, test_examples), recipe, benchmark, seed, out, log, tokenizer_out
+    )
