@@ -1,7 +1,8 @@
 """The embedded models, trained on the synthetic benchmarks and shipped as libra-jax files.
 
 Image: small ViTs on the shapes benchmark ('synthetic_vit', 'synthetic_swiglu'); text: a small BERT on
-the evidence-word benchmark ('synthetic_bert', with its tokenizer.json). `libra_jax.load(name)` accepts
+the evidence-word benchmark ('synthetic_bert') and a small Llama-style decoder on the recall / induction
+tasks ('synthetic_decoder'), each with its tokenizer.json. `libra_jax.load(name)` accepts
 every one like any timm name; the image command line lists the image ones with `names()`. How each one
 was trained (and how to reproduce it) is in `libra_jax/assets/README.md`.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets"
 NAMES = ("synthetic_vit", "synthetic_swiglu")
-TEXT_NAMES = ("synthetic_bert",)
+TEXT_NAMES = ("synthetic_bert", "synthetic_decoder")
 
 
 def names() -> tuple[str, ...]:
@@ -21,7 +22,7 @@ def names() -> tuple[str, ...]:
 
 
 def text_names() -> tuple[str, ...]:
-    """The embedded text model names, default first."""
+    """The embedded text model names (classifier, then decoder LM), default first."""
     return TEXT_NAMES
 
 

@@ -11,9 +11,11 @@ One `.safetensors` file:
     format       'libra-jax'
     version      '1'
     family       'vit', 'beit', 'eva' or 'mixer' (the config class: `ViTConfig` / `BeitConfig` / `EvaConfig`, all
-                 built as `libra_jax.models.VisionTransformer`, or `MixerConfig` → `MlpMixer`), or a
-                 text family 'bert', 'roberta' or 'distilbert' (`BertConfig` → `BertClassifier`)
-    config       JSON object of every field of the family's config (tuples as lists)
+                 built as `libra_jax.models.VisionTransformer`, or `MixerConfig` → `MlpMixer`), a
+                 text family 'bert', 'roberta' or 'distilbert' (`BertConfig` → `BertClassifier`), or
+                 'decoder' (`DecoderConfig` → `libra_jax.models.decoder.Decoder`; the config's own `family`
+                 field is the transformers model_type, e.g. 'llama')
+    config       JSON object of every field of the family's config (tuples as lists, nested configs as objects)
     data_config  JSON object of every `DataConfig` field (image families only: text models take token ids)
     source       where the weights came from (timm name, HF repo or file), informational.
 
@@ -40,14 +42,23 @@ from libra_jax.models import MlpMixer, VisionTransformer
 from libra_jax.models.bert import FAMILIES as TEXT_FAMILIES
 from libra_jax.models.bert import BertClassifier, BertConfig
 from libra_jax.models.config import CONFIG_CLASSES, DataConfig, ModelConfig
+from libra_jax.models.decoder import Decoder, DecoderConfig
+from libra_jax.models.rope1d import RopeScaling
 from libra_jax.weights.atomic import write_atomic
 from libra_jax.weights.keymap import flatten
 
 FORMAT = "libra-jax"
 VERSION = "1"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-FILE_CONFIG_CLASSES: dict[str, type] = {**CONFIG_CLASSES, **dict.fromkeys(TEXT_FAMILIES, BertConfig)}
+DECODER_FAMILY = "decoder"
+FILE_CONFIG_CLASSES: dict[str, type] = {
+    **CONFIG_CLASSES,
+    **dict.fromkeys(TEXT_FAMILIES, BertConfig),
+    DECODER_FAMILY: DecoderConfig,
+}
 """Config class of each family a libra-jax file can hold."""
+TOKEN_FAMILIES = (*TEXT_FAMILIES, DECODER_FAMILY)
+"""Families whose models take token ids (no `data_config`)."""
 
 
 class CheckpointFileError(ValueError):
@@ -59,7 +70,7 @@ class LibraCheckpoint:
     """A libra-jax checkpoint read from disk: flat params {'a/b/c': float32 array} + configs
     (data_config None for a text model)."""
 
-    config: ModelConfig | BertConfig
+    config: ModelConfig | BertConfig | DecoderConfig
     data_config: DataConfig | None
     params: dict[str, np.ndarray]
     source: str
@@ -69,9 +80,24 @@ def _config_json(config) -> str:
     return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()})
 
 
+def file_family(config) -> str:
+    """The `family` a libra-jax file records for `config`: 'decoder' for every decoder, else config.family."""
+    return DECODER_FAMILY if type(config) is DecoderConfig else config.family
+
+
+def _decoder_config(fields: dict) -> DecoderConfig:
+    """A `DecoderConfig` from its JSON fields: RoPE scalings back to `RopeScaling`, layer types to a tuple."""
+    for key in ("rope_scaling", "local_rope_scaling"):
+        if isinstance(fields.get(key), dict):
+            fields[key] = RopeScaling(**fields[key])
+    if fields.get("layer_types") is not None:
+        fields["layer_types"] = tuple(fields["layer_types"])
+    return DecoderConfig(**fields)
+
+
 def save_checkpoint(
     path: str | os.PathLike,
-    model: VisionTransformer | MlpMixer | BertClassifier,
+    model: VisionTransformer | MlpMixer | BertClassifier | Decoder,
     params: Mapping,
     *,
     source: str = "",
@@ -80,15 +106,16 @@ def save_checkpoint(
 
     Args:
       path: destination file (conventionally `*.safetensors`); missing parent folders are created.
-      model: the model (`VisionTransformer` / `MlpMixer` / `BertClassifier`) the params belong to (its
-        config, and an image model's data_config, are stored).
+      model: the model (`VisionTransformer` / `MlpMixer` / `BertClassifier` / `Decoder`) the params belong to
+        (its config, and an image model's data_config, are stored).
       params: the Flax params tree (jax or numpy arrays; a {'params': ...} wrapper is accepted).
       source: where the weights came from, kept in the metadata.
     Returns:
       The path written.
     """
     config = model.config
-    if FILE_CONFIG_CLASSES.get(config.family) is not type(config):
+    family = file_family(config)
+    if FILE_CONFIG_CLASSES.get(family) is not type(config):
         raise TypeError(
             f"save_checkpoint stores the families {sorted(FILE_CONFIG_CLASSES)}; {type(model).__name__} has a"
             f" {type(config).__name__}: save a model built by libra_jax.load / libra_jax.models.build_model"
@@ -99,11 +126,11 @@ def save_checkpoint(
     metadata = {
         "format": FORMAT,
         "version": VERSION,
-        "family": config.family,
+        "family": family,
         "config": _config_json(config),
         "source": str(source),
     }
-    if config.family not in TEXT_FAMILIES:
+    if family not in TOKEN_FAMILIES:
         metadata["data_config"] = _config_json(model.data_config)
     path = Path(path)
     write_atomic(path, safetensors.numpy.save(tensors, metadata=metadata))
@@ -144,8 +171,9 @@ def read_libra_checkpoint(path: str | os.PathLike) -> LibraCheckpoint:
             f" this libra-jax reads version {VERSION!r} / families {sorted(FILE_CONFIG_CLASSES)}"
         )
     try:
-        config = FILE_CONFIG_CLASSES[family](**json.loads(meta["config"]))
-        data_config = None if family in TEXT_FAMILIES else DataConfig(**json.loads(meta["data_config"]))
+        fields = json.loads(meta["config"])
+        config = _decoder_config(fields) if family == DECODER_FAMILY else FILE_CONFIG_CLASSES[family](**fields)
+        data_config = None if family in TOKEN_FAMILIES else DataConfig(**json.loads(meta["data_config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointFileError(f"{path}: malformed libra-jax metadata ({e})") from e
     params = {k: v.astype(np.float32) for k, v in _read_safetensors(path).items()}

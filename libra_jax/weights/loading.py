@@ -3,6 +3,7 @@
     model, params = load("vit_base_patch16_224.augreg2_in21k_ft_in1k")           # HF Hub (cached)
     model, params = load("synthetic_vit")                                          # embedded model
     model, params = load("synthetic_bert")                     # embedded text model (a BertClassifier)
+    model, params = load("synthetic_decoder")                  # embedded decoder LM (a Decoder)
     model, params = load("hf-hub:timm/vit_small_patch14_reg4_dinov2.lvd142m")
     model, params = load("deit3_small_patch16_224", checkpoint="deit3.pth", num_classes=10)
     model, params = load("converted.safetensors")                                   # libra-jax file
@@ -12,7 +13,8 @@ Every path builds the family's model (`VisionTransformer` or `MlpMixer`) from th
 are then adapted to it (`libra_jax.weights.adapt`) and their keys mapped with the strict, diffing
 `timm_to_params`; a libra-jax file (embedded models included) already holds the model's own params
 and is only checked (`check_params`), unless model kwargs ask for other sizes, which the timm
-adaptation handles. A libra-jax file of a text family builds a `BertClassifier` (no overrides).
+adaptation handles. A libra-jax file of a text family builds a `BertClassifier`, of the 'decoder' family a
+`Decoder` (no overrides).
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from libra_jax.models import MlpMixer, VisionTransformer, build_model
-from libra_jax.models.bert import BertClassifier, param_shapes
+from libra_jax.models.bert import BertClassifier, BertConfig, param_shapes
 from libra_jax.models.config import DataConfig, ModelConfig
+from libra_jax.models.decoder import Decoder, DecoderConfig
+from libra_jax.models.text_inputs import text_inputs
 from libra_jax.weights import embedded, hub, registry
 from libra_jax.weights.adapt import adapt_state_dict
 from libra_jax.weights.formats import (
@@ -97,15 +101,26 @@ def _adapted_libra_file(ck: LibraCheckpoint, path: Path, model_kwargs: Mapping) 
     return _Source(config, data_config, state, ck.config.img_size, ("bicubic", True), set(overrides), str(path))
 
 
-def _load_text_file(ck: LibraCheckpoint, path: Path, model_kwargs: Mapping) -> tuple[BertClassifier, dict]:
-    """The `BertClassifier` of a text family's libra-jax file, params checked against its config."""
+def _decoder_param_shapes(model: Decoder) -> dict:
+    """The decoder's params tree as ShapeDtypeStructs (no weights are initialised)."""
+    example = text_inputs(np.zeros((1, 1), np.int32))
+    return jax.eval_shape(model.init, jax.random.key(0), example)["params"]
+
+
+_TOKEN_MODELS = {BertConfig: (BertClassifier, param_shapes), DecoderConfig: (Decoder, _decoder_param_shapes)}
+"""Config class of a token-input libra-jax file → (model class, its param shapes)."""
+
+
+def _load_text_file(ck: LibraCheckpoint, path: Path, model_kwargs: Mapping) -> tuple[BertClassifier | Decoder, dict]:
+    """The `BertClassifier` or `Decoder` of a text libra-jax file, params checked against its config."""
     if model_kwargs:
         raise ValueError(
-            f"{path} holds a text classifier ({ck.config.family}), which loads as stored; drop the model"
+            f"{path} holds a text model ({ck.config.family}), which loads as stored; drop the model"
             f" overrides {sorted(model_kwargs)}"
         )
-    model = BertClassifier(ck.config)
-    params = check_params(ck.params, param_shapes(model), source=str(path))
+    model_class, shapes = _TOKEN_MODELS[type(ck.config)]
+    model = model_class(ck.config)
+    params = check_params(ck.params, shapes(model), source=str(path))
     return model, jax.tree.map(jnp.asarray, params)
 
 
@@ -148,7 +163,7 @@ def load(
     strict: bool = True,
     cache_dir: str | os.PathLike | None = None,
     **model_kwargs,
-) -> tuple[VisionTransformer | MlpMixer | BertClassifier, dict]:
+) -> tuple[VisionTransformer | MlpMixer | BertClassifier | Decoder, dict]:
     """Build a timm-compatible ViT (incl. BEiT, EVA) / MLP-Mixer and load its weights, like timm's
     `create_model(name, pretrained=True)`.
 
@@ -157,10 +172,11 @@ def load(
         * a timm name '<arch>[.<tag>]' (weights from the HF repo `timm/<arch>.<tag>`, default tag
           when omitted), e.g. 'vit_base_patch16_224.augreg2_in21k_ft_in1k';
         * an HF repo 'hf-hub:org/repo[@revision]' or 'timm/<name>' holding a timm `config.json`;
-        * an embedded model, 'synthetic_vit' / 'synthetic_swiglu' / 'synthetic_bert' (text)
-          (`libra_jax.weights.embedded`);
+        * an embedded model, 'synthetic_vit' / 'synthetic_swiglu' / 'synthetic_bert' (text) /
+          'synthetic_decoder' (decoder LM) (`libra_jax.weights.embedded`);
         * a libra-jax checkpoint file (see `libra_jax.weights.formats`), config from its metadata; a
-          text family's file gives a `BertClassifier` (libra_jax/models/bert.py).
+          text family's file gives a `BertClassifier` (libra_jax/models/bert.py), a decoder's a `Decoder`
+          (libra_jax/models/decoder.py).
       checkpoint: a local weights file for the named architecture instead of the Hub: a timm state
         dict (`.safetensors` read without torch; `.pth/.pt/.bin` via `torch.load(weights_only=True)`;
         'model' / 'state_dict' wrappers accepted) or a libra-jax file.
