@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from libra_jax import ops, validate
+from libra_jax import ops
 from libra_jax.models import vit_relevance
 from libra_jax.models.config import DataConfig, ViTConfig
 from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
+from libra_jax.models.image_model import ImageModel
 from libra_jax.models.layers import (
     Attention,
     GluMlp,
@@ -108,7 +109,7 @@ class AttentionPool(nn.Module):
         return out[..., 0, :], attn
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ImageModel, nn.Module):
     """timm `VisionTransformer` / `VisionTransformerDistilled`, and the ViT variants timm `Beit` (BEiT,
     BEiTv2: `BeitConfig`) and `Eva` (EVA-02: `EvaConfig`), whose differences live in the attention.
 
@@ -150,16 +151,6 @@ class VisionTransformer(nn.Module):
             attention_pool=cfg.global_pool == "map",
             relevance_gaps=vit_relevance.gaps(cfg),
         )
-
-    @nn.nowrap
-    def check_inputs(self, inputs: jax.Array) -> None:
-        """Images (B, H, W, C): normalised NHWC floats of the model's size (see `validate.check_images`)."""
-        validate.check_images(inputs, self.config, self.data_config)
-
-    @nn.nowrap
-    def token_mask(self, inputs: jax.Array) -> None:
-        """Images have no padded tokens."""
-        return None
 
     @nn.nowrap
     def relevance_record(self, params, image: jax.Array, rules: Rules, probes: dict | None = None):
