@@ -8,7 +8,8 @@
 * A block is opted out by an HTML comment on the line before its fence, `<!-- not run: <why> -->`; use it
   only where running offline is impossible, and say why. `<!-- requires: pkg ... -->` there skips the block
   when one of those packages is not installed (the optional extras); later blocks must not depend on it.
-* Shell commands are ```bash blocks and output samples ```text: neither is run.
+* Shell commands are ```bash blocks and output samples ```text: neither is run; every block names its language
+  (an untagged block is an error, so a Python example cannot slip past the run).
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ for block in json.load(sys.stdin):
 @dataclasses.dataclass(frozen=True)
 class Block:
     where: str  # "README.md:14": the page and the line of the opening fence
+    language: str  # the fence's info string ('' when it has none)
     source: str
     marker: tuple[str, str] | None  # ("not run", why) or ("requires", "pkg ...") from the line before the fence
 
 
 def blocks(page: pathlib.Path) -> list[Block]:
-    """The ```python blocks of a Markdown page, with the marker comment on the line before each."""
+    """Every fenced code block of a Markdown page, with the marker comment on the line before each."""
     lines = page.read_text(encoding="utf-8").splitlines()
+    name = page.relative_to(REPO) if page.is_relative_to(REPO) else page.name
     found, i = [], 0
     while i < len(lines):
         fence = FENCE.match(lines[i])
@@ -60,13 +63,10 @@ def blocks(page: pathlib.Path) -> list[Block]:
             i += 1
             continue
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == fence.group(1)), None)
-        assert end is not None, f"{page.name}:{i + 1}: code fence never closed"
-        if fence.group(2) == "python":
-            before = next((line.strip() for line in reversed(lines[:i]) if line.strip()), "")
-            marker = MARKER.match(before)
-            source = "\n".join(lines[i + 1 : end]) + "\n"
-            name = page.relative_to(REPO) if page.is_relative_to(REPO) else page.name
-            found.append(Block(f"{name}:{i + 1}", source, marker.groups() if marker else None))
+        assert end is not None, f"{name}:{i + 1}: code fence never closed"
+        before = MARKER.match(next((line.strip() for line in reversed(lines[:i]) if line.strip()), ""))
+        source = "\n".join(lines[i + 1 : end]) + "\n"
+        found.append(Block(f"{name}:{i + 1}", fence.group(2), source, before.groups() if before else None))
         i = end + 1
     return found
 
@@ -74,7 +74,7 @@ def blocks(page: pathlib.Path) -> list[Block]:
 def runnable(page_blocks: list[Block]) -> tuple[list[Block], list[str]]:
     """The blocks to run, and why the others are left out."""
     run, left_out = [], []
-    for block in page_blocks:
+    for block in (b for b in page_blocks if b.language == "python"):
         kind, detail = block.marker or ("", "")
         missing = [p for p in detail.split() if importlib.util.find_spec(p) is None] if kind == "requires" else []
         if kind == "not run":
@@ -89,7 +89,14 @@ def runnable(page_blocks: list[Block]) -> tuple[list[Block], list[str]]:
 
 def test_pages_have_python_blocks():
     """The extraction finds the README's examples (a broken fence parser would make the test below vacuous)."""
-    assert len(blocks(REPO / "README.md")) >= 3
+    assert len([b for b in blocks(REPO / "README.md") if b.language == "python"]) >= 3
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_fence_names_its_language(page):
+    """An untagged block would escape the run below: Python is ```python, commands ```bash, output ```text."""
+    untagged = [b.where for b in blocks(page) if not b.language]
+    assert not untagged, f"code blocks without a language: {untagged}"
 
 
 def test_markers_are_read(tmp_path):
