@@ -72,6 +72,7 @@ SLOW = {
         "test_cli_evaluate_on_a_saved_model",
         "test_every_column_filled",
     ),
+    "test_docs.py": ("test_python_blocks_run_offline",),
     "test_faithfulness.py": ("test_matches_numpy_reference", "test_real_tiny_vit_drop_mode"),
     "test_hub_offline.py": ("test_cli_interface", "test_python_interface"),
     "test_image_text.py": (

@@ -13,6 +13,7 @@ from libra_jax.cli import demo, evaluate, explain, run, train
 from libra_jax.cli.options import UserError
 from libra_jax.run.lock import folder_lock
 from libra_jax.weights import hub
+from libra_jax.weights.atomic import check_destination
 
 COMMANDS = {"explain": explain, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
 
@@ -23,14 +24,20 @@ LOCKED_FOLDER = {
 }
 """The output folder each command holds locked while it writes (`run` locks inside `run_dataset`)."""
 
+OUTPUT_FILE = {"explain": lambda args: args.out}
+"""The output file a command writes, checked before any work: a folder or a device there is an error at once."""
+
 
 def _user_errors(name: str, command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run `command` holding its output folder's lock; bad paths and values from a library function (including a
-    folder locked by another run) become one-line user errors, hub failures worded for the command line."""
-    folder = LOCKED_FOLDER.get(name)
+    folder locked by another run, or one that cannot be written) become one-line user errors, hub failures worded
+    for the command line."""
+    folder, output = LOCKED_FOLDER.get(name), OUTPUT_FILE.get(name)
 
     def wrapped(args: argparse.Namespace) -> int:
         try:
+            if output:
+                check_destination(output(args))
             with folder_lock(folder(args)) if folder else contextlib.nullcontext():
                 return command(args)
         except (OSError, ValueError) as e:

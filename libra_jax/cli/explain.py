@@ -69,6 +69,8 @@ def read_image(path: str) -> np.ndarray:
         raise UserError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise UserError(f"cannot decode image file {path}: not a known image format") from None
+    except Image.DecompressionBombError as e:  # not an OSError: PIL refuses to decode it at all
+        raise UserError(f"cannot read image file {path}: too large to decode safely ({e}); downscale it") from None
     except OSError as e:
         raise UserError(f"cannot read image file {path}: {e}") from None
 
