@@ -100,6 +100,20 @@ class TextTokenizer:
             )
         return list(head), list(joined.ids[len(head) :])
 
+    def token_id(self, token: str) -> int:
+        """The id of one token given as a vocabulary entry ('▁Paris', 'ĠParis') or as text (' Paris'); ValueError
+        when the text is not exactly one token."""
+        direct = self.backend.token_to_id(token)
+        if direct is not None:
+            return direct
+        pieces = self.backend.encode(token, add_special_tokens=False).tokens
+        if len(pieces) != 1:
+            raise ValueError(
+                f"{token!r} is {len(pieces)} tokens {pieces}, not one; pass a single token of the vocabulary"
+                + (f", e.g. {pieces[0]!r}" if pieces else "")
+            )
+        return self.backend.token_to_id(pieces[0])
+
     def display(self, ids: Sequence[int]) -> list[str]:
         """One readable string per token (decoded on its own, surrounding spaces dropped; '␣' for a lone space)."""
         shown = [self.backend.decode([int(i)], skip_special_tokens=False) for i in ids]
@@ -137,13 +151,18 @@ def from_files(
 
 
 def load_text_tokenizer(
-    name_or_path: str | os.PathLike, *, max_length: int | None = None, cache_dir: str | os.PathLike | None = None
+    name_or_path: str | os.PathLike,
+    *,
+    max_length: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    decoder: bool | None = None,
 ) -> TextTokenizer:
     """The tokenizer of a BERT-family or decoder checkpoint: an HF repo ('org/repo', 'hf-hub:org/repo') or a local
     folder.
 
     max_length: truncate longer texts (decoders: refuse them) (default: the model's position table, from its
-      config.json, which also tells a decoder checkpoint; without one a BERT-style tokenizer).
+      config.json).
+    decoder: the decoder conventions (module docstring); default: whether config.json names a decoder family.
     """
     name = os.fspath(name_or_path)
     ref = hub.repo_ref(name)
@@ -157,9 +176,10 @@ def load_text_tokenizer(
     if config is None and max_length is None:
         raise FileNotFoundError(f"{name} has no {CONFIG_FILE}; pass max_length=")
     model_cfg = json.loads(config.read_text()) if config is not None else {}
-    decoder = model_cfg.get("model_type") in decoder_loading.FAMILIES
+    decoder_checkpoint = model_cfg.get("model_type") in decoder_loading.FAMILIES
+    decoder = decoder_checkpoint if decoder is None else decoder
     if max_length is None:
-        max_length = (decoder_loading.config_from_hf if decoder else config_from_hf)(model_cfg).max_length
+        max_length = (decoder_loading.config_from_hf if decoder_checkpoint else config_from_hf)(model_cfg).max_length
     tok_cfg = get(TOKENIZER_CONFIG)
     tokenizer_cfg = json.loads(tok_cfg.read_text()) if tok_cfg else {}
     return from_files(get(TOKENIZER_FILE), get(VOCAB_FILE), tokenizer_cfg, max_length, decoder)
