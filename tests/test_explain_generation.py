@@ -129,6 +129,8 @@ def test_bad_inputs_raise_clear_errors(llama):
         fn(params, text_inputs(llama["ids"][:1], np.r_[np.ones(N - 1), 0][None].astype(int)), 2)
     with pytest.raises(ValueError, match=r"continuation must be \(B=1, n\) token ids"):
         fn(params, prompt, np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 128\)"):
+        fn(params, prompt, np.full((1, 2), 500))
     with pytest.raises(ValueError, match=r"\['rollout'\] read one fixed attention row"):
         explain_generation(model, ["ixg", "rollout"])
     with pytest.raises(ValueError, match="target 'score'"):

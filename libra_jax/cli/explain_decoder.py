@@ -23,6 +23,7 @@ from libra_jax import text
 from libra_jax.cli.explain import explainer
 from libra_jax.cli.explain_text import terminal_line, tokenizer_from
 from libra_jax.cli.options import UserError, methods_from, model_from, require_kind
+from libra_jax.methods.names import by_preset
 from libra_jax.rules import get_rules
 from libra_jax.text.next_token import KINDS
 
@@ -65,15 +66,6 @@ def flags(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def _by_preset(methods: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for method, preset in methods.values():
-        out.setdefault(preset, [])
-        if method not in out[preset]:
-            out[preset].append(method)
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Explain the --prompt's continuation or next token; the exit code."""
     methods = methods_from(args)
@@ -101,7 +93,7 @@ def generation(args, methods, model, params, tokenizer) -> int:
     else:
         inputs, continuation = tokenizer([prompt]), 1 if args.generate is None else args.generate
     explained = {}
-    for preset, names in _by_preset(methods).items():
+    for preset, names in by_preset(methods).items():
         fn = text.explain_generation(model, names, preset, target=args.target_kind)
         explained[preset] = out = fn(params, inputs, continuation)
         continuation = out.continuation  # every further preset explains the same tokens

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from libra_jax.methods import attribution, maps
 from libra_jax.methods.core import target_function
-from libra_jax.methods.names import MethodTable
+from libra_jax.methods.names import MethodTable, by_preset
 from libra_jax.rules import get_rules
 
 TARGETS = ("top1", "label")
@@ -39,11 +39,7 @@ def predict_and_attribute(model, methods: MethodTable, target_for: Callable[[str
     validated on device (no host callback): the caller checks them on the host. Raises ValueError for a
     method the model cannot run.
     """
-    wanted: dict[str, list[str]] = {}
-    for method, preset in methods.values():
-        wanted.setdefault(preset, [])
-        if method not in wanted[preset]:
-            wanted[preset].append(method)
+    wanted = by_preset(methods)
     lead = next((p for p, ms in wanted.items() if set(ms) & set(maps.SINGLE_PASS)), next(iter(wanted)))
     single = [m for m in wanted[lead] if m in maps.SINGLE_PASS]
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from libra_jax import validate
 from libra_jax.methods.api import attribution
 from libra_jax.methods.maps import ATTENTION_METHODS
 from libra_jax.models.text_inputs import TextInputs, text_inputs
@@ -91,7 +92,7 @@ def explain_generation(
     if kind not in KINDS:
         raise ValueError(f"explain_generation target {kind!r}; expected one of {KINDS}")
     target_fn = next_token_target(kind)
-    attribute = jax.jit(
+    attribute = validate.jit(  # out-of-vocabulary ids raise the ValueError of an eager call
         attribution(model, method, rules, target=target_fn, return_tokens=True, return_logits=True, **options)
     )
     greedy = jax.jit(jax.vmap(functools.partial(greedy_continuation, model), in_axes=(None, 0, None)), static_argnums=2)

@@ -91,7 +91,9 @@ class TextTokenizer:
             raise ValueError("empty continuation: pass the text that follows the prompt")
         head = self.backend.encode(prompt, add_special_tokens=True).ids
         joined = self.backend.encode(prompt + continuation, add_special_tokens=True)
-        if joined.ids[: len(head)] != head or len(joined.ids) == len(head):
+        if joined.ids[: len(head)] == head and len(joined.ids) == len(head):
+            raise ValueError(f"the continuation {continuation!r} adds no token to the prompt; pass some text")
+        if joined.ids[: len(head)] != head:
             seam = self.tokens(joined.ids[max(len(head) - 1, 0) : len(head) + 1])
             raise ValueError(
                 f"the continuation {continuation!r} does not tokenize on its own after the prompt: at the seam the"
