@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import html.parser
 import json
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_bert import _hf_model
 from test_decoder import COMMON
 from test_decoder_tokenizer import llama_style_tokenizer
 
@@ -88,14 +90,34 @@ def test_text_classifier_page_has_one_row_per_method(tmp_path, capsys):
     assert all(words == TEXT.split() for _, words, _ in rows)
 
 
-def test_text_classifier_targets(tmp_path, capsys):
+def test_text_classifier_targets_and_colours_on_a_terminal(tmp_path, capsys, monkeypatch):
     page = tmp_path / "page.html"
     args = ("--model", "synthetic_bert", "--text", TEXT, "--text", "rain today", "--out", str(page))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # capsys's stdout, now claiming to be a terminal
     assert explain(*args, "--target", "2", "--target", "1") == 0
-    assert "explaining class 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "explaining class 2" in out and "\x1b[48;2;" in out and "referee(" not in out  # 24-bit backgrounds
     assert len(Page(page.read_text()).rows) == 2 * 2  # texts × targets, one method
     assert explain(*args, "--target", "sports") == 2
     assert "--target 'sports' is not a class of the model; the model names no labels" in capsys.readouterr().err
+
+
+def test_hugging_face_classifier_folder_with_label_names(tmp_path, capsys):
+    """A save_pretrained BERT folder (config.json id2label, vocab.txt): --target by label name."""
+    model = _hf_model("bert")
+    model.config.id2label = {0: "neg", 1: "mid", 2: "pos"}
+    model.save_pretrained(tmp_path / "bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "fine", "film", "dull", "##s", "play"]
+    (tmp_path / "bert" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    page = tmp_path / "page.html"
+    args = ("--model", str(tmp_path / "bert"), "--text", "a fine film plays", "--out", str(page))
+    assert explain(*args, "--target", "pos", "--method", "libra_fullgrad") == 0
+    assert "explaining class 2 pos with libra_fullgrad" in capsys.readouterr().out
+    assert Page(page.read_text()).rows[0][:2] == ["libra_fullgrad · class 2 pos", ["a", "fine", "film", "plays"]]
+    assert explain(*args, "--target", "great") == 2
+    assert (
+        "--target 'great' is not a class of the model; the labels are ['mid', 'neg', 'pos']" in capsys.readouterr().err
+    )
 
 
 def test_decoder_generation_page_has_one_row_per_token_and_method(decoder_folder, tmp_path, capsys):
