@@ -48,7 +48,7 @@ class TextTokenizer:
 
     def __call__(self, texts: str | Sequence[str], pairs: str | Sequence[str] | None = None) -> TextInputs:
         """texts (and optional second segments `pairs`) → TextInputs (B, N), N = the longest, truncated to
-        `max_length`. Raises ValueError for an empty text."""
+        `max_length` (a decoder's: left-padded, never truncated; see `pad`). Raises ValueError for an empty text."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts or any(not t.strip() for t in texts):
             raise ValueError("empty text: every text to explain needs at least one word")
