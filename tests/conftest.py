@@ -32,7 +32,10 @@ TORCH_PACKAGES = ("torch", "timm", "transformers", "open_clip")
 SLOW = {
     # whole modules: they share module-scoped fixtures (compiles of every case), so any test of them pays it
     "test_bert_golden.py": ("*",),
+    "test_cli_text.py": ("*",),  # the module's tiny-Llama folder fixture is paid by whichever test runs first
     "test_decoder.py": ("*",),
+    "test_decoder_tokenizer.py": ("test_ids_match_transformers_and_pad_on_the_left",),  # imports transformers
+    "test_explain_generation.py": ("*",),
     "test_golden.py": ("*",),
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),

@@ -9,16 +9,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from libra_jax.cli import demo, evaluate, explain, run, train
+from libra_jax.cli import demo, evaluate, explain_command, run, train
 from libra_jax.cli.options import UserError
 from libra_jax.run.lock import folder_lock
 from libra_jax.weights import hub
 from libra_jax.weights.atomic import check_destination
 
-COMMANDS = {"explain": explain, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
+COMMANDS = {"explain": explain_command, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
 
 LOCKED_FOLDER = {
-    "explain": lambda args: os.path.dirname(os.path.abspath(args.out)),
+    "explain": lambda args: os.path.dirname(os.path.abspath(explain_command.output_path(args))),
     "demo": lambda args: args.out,
     "evaluate": lambda args: args.out,
 }

@@ -152,6 +152,7 @@ class BertClassifier(nn.Module):
         cfg = self.config
         return Capabilities(
             depth=cfg.num_layers,
+            kind="text_classifier",
             num_classes=cfg.num_classes,
             head=True,
             attention=True,

@@ -25,6 +25,9 @@ from libra_jax.rules import Rules
 PROBES = "perturbations"
 """The Flax collection of the zero-valued probes."""
 
+MODEL_KINDS = ("image", "text_classifier", "decoder")
+"""The values of `Capabilities.kind`."""
+
 BIAS_GROUPS = ("block", "pre", "end", "broadcast", "head", "unassigned")
 """Where FullGrad puts a bias map (`Model.bias_group`): inside block l; before block 0 (counted at layer 0
 only); per token after the blocks; one row added to every token; a pooled head bias (added to token 0, as
@@ -82,6 +85,9 @@ class TokenLayout:
 class Capabilities:
     """What a model offers beyond the core members; methods declare which of these they need.
 
+    kind: what goes in and comes out, for code that must treat them differently (the command line): "image"
+      (images in; class logits or an embedding out), "text_classifier" (a `TextInputs` in, class logits out) or
+      "decoder" (a `TextInputs` in, next-token logits at every position out).
     depth: number of blocks L (aux['blocks'] has L entries).
     num_classes: width of a classifier output (0: the output is not class logits, e.g. an embedding).
     head: `forward_head` turns pooled features into the explained output (a classifier or a projection).
@@ -100,6 +106,7 @@ class Capabilities:
     """
 
     depth: int
+    kind: str = "image"
     num_classes: int = 0
     head: bool = True
     attention: bool = False
@@ -109,6 +116,10 @@ class Capabilities:
     attention_pool: bool = False
     relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
     relevance_kind: str = "vit"
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"Capabilities.kind={self.kind!r}; expected one of {MODEL_KINDS}")
 
 
 Requirement = Callable[[Capabilities], str | None]

@@ -283,6 +283,7 @@ class Decoder(nn.Module):
         cfg = self.config
         return Capabilities(
             depth=cfg.num_layers,
+            kind="decoder",
             num_classes=cfg.vocab_size,  # next-token logits at every position: explain one with text/next_token.py
             head=True,
             attention=True,
