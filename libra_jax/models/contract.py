@@ -97,6 +97,11 @@ class Capabilities:
     relevance_kind: which pass reads the `relevance_record`: "vit" (pre-norm blocks, a `RelevanceRecord`,
       methods/lrp.py) or "bert" (post-norm blocks, a `BertRelevanceRecord` of models/bert_relevance.py,
       methods/lrp_text.py).
+    image_input: the input is one normalised image (H, W, C) and the model has a `data_config` (mean / std):
+      gradients at the pixels and image baselines (black, blurred) are defined.
+    centred_tokens: h₀ reaches the output only through mean-centring norms (pre-norm LayerNorm blocks and a
+      final LayerNorm), so adding a constant to all channels of a token changes nothing: Σ_c ∂f/∂h₀[t,c] = 0
+      for every token and every rule preset (both LayerNorm rules keep the mean subtraction).
     """
 
     depth: int
@@ -109,6 +114,8 @@ class Capabilities:
     attention_pool: bool = False
     relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
     relevance_kind: str = "vit"
+    image_input: bool = False
+    centred_tokens: bool = False
 
 
 Requirement = Callable[[Capabilities], str | None]

@@ -71,7 +71,14 @@ class MlpMixer(nn.Module):
     def capabilities(self) -> Capabilities:
         cfg = self.config
         gaps = ("no attention (not a Vision Transformer)",)
-        return Capabilities(depth=cfg.depth, num_classes=cfg.num_classes, head=cfg.num_classes > 0, relevance_gaps=gaps)
+        return Capabilities(
+            depth=cfg.depth,
+            num_classes=cfg.num_classes,
+            head=cfg.num_classes > 0,
+            relevance_gaps=gaps,
+            image_input=True,
+            centred_tokens=True,  # pre-LayerNorm blocks and a final LayerNorm
+        )
 
     @nn.nowrap
     def check_inputs(self, inputs: jax.Array) -> None:
