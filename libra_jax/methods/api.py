@@ -234,7 +234,10 @@ def attribution(
                 validate.check_targets(y, num_classes, batch)
         for k, v in per_example_options.items():
             if jnp.shape(v)[0] != batch:
-                raise ValueError(f"{k} holds {jnp.shape(v)[0]} examples' values but the batch has {batch}")
+                raise ValueError(
+                    f"{k} holds {jnp.shape(v)[0]} examples' values but the batch has {batch}: pass one value for"
+                    " every example, or one shared by all (without the batch axis)"
+                )
         multi = y.ndim == 2 + target_rank(target, y)
         if chunk_size is None:
             out, logits = jax.vmap(per_example, in_axes=(None, 0, 0, 0, None))(params, x, y, per_example_options, multi)
