@@ -188,8 +188,8 @@ class TestBadInput:
         model = setup[0]
         with pytest.raises(ValueError, match="known methods"):
             libra_jax.attribution(model, "fullgradd")
-        with pytest.raises(ValueError, match="rules='libra'"):
-            libra_jax.attribution(model, "libra_ixg")
+        with pytest.raises(ValueError, match="under the 'libra' rules, but rules='vanilla'"):
+            libra_jax.attribution(model, "libra_ixg", rules="vanilla")
         with pytest.raises(TypeError, match="steps"):
             libra_jax.attribution(model, "ixg", steps=3)
         with pytest.raises(ValueError, match="unknown rule preset"):

@@ -70,9 +70,9 @@ def all_biases(rec: dict, model, head_bias: bool = True) -> jax.Array:
     return total + groups["head"] if head_bias else total
 
 
-def ixg(rec, model):
-    """Input × gradient at the token embeddings: IxG_0."""
-    return ixg_layers(rec)[0]
+def ixg(rec, model, per_channel: bool = False):
+    """Input × gradient at the token embeddings: IxG_0 (N,), or h₀ ⊙ g₀ (N, C) with `per_channel`."""
+    return rec["h"][0] * rec["g"][0] if per_channel else ixg_layers(rec)[0]
 
 
 def fullgrad(rec, model, head_bias: bool = True, unassigned_bias: bool = False):

@@ -87,7 +87,8 @@ class Capabilities:
 
     kind: what goes in and comes out, for code that must treat them differently (the command line): "image"
       (images in; class logits or an embedding out), "text_classifier" (a `TextInputs` in, class logits out) or
-      "decoder" (a `TextInputs` in, next-token logits at every position out).
+      "decoder" (a `TextInputs` in, next-token logits at every position out). An image model has a `data_config`
+      (mean / std): gradients at the pixels and image baselines (black, blurred) are defined for it.
     depth: number of blocks L (aux['blocks'] has L entries).
     num_classes: width of a classifier output (0: the output is not class logits, e.g. an embedding).
     head: `forward_head` turns pooled features into the explained output (a classifier or a projection).
@@ -103,6 +104,9 @@ class Capabilities:
     relevance_kind: which pass reads the `relevance_record`: "vit" (pre-norm blocks, a `RelevanceRecord`,
       methods/lrp.py) or "bert" (post-norm blocks, a `BertRelevanceRecord` of models/bert_relevance.py,
       methods/lrp_text.py).
+    centred_tokens: h₀ reaches the output only through mean-centring norms (pre-norm LayerNorm blocks and a
+      final LayerNorm), so adding a constant to all channels of a token changes nothing: Σ_c ∂f/∂h₀[t,c] = 0
+      for every token and every rule preset (both LayerNorm rules keep the mean subtraction).
     """
 
     depth: int
@@ -116,6 +120,7 @@ class Capabilities:
     attention_pool: bool = False
     relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
     relevance_kind: str = "vit"
+    centred_tokens: bool = False
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:

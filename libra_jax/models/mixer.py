@@ -71,7 +71,13 @@ class MlpMixer(ImageModel, nn.Module):
     def capabilities(self) -> Capabilities:
         cfg = self.config
         gaps = ("no attention (not a Vision Transformer)",)
-        return Capabilities(depth=cfg.depth, num_classes=cfg.num_classes, head=cfg.num_classes > 0, relevance_gaps=gaps)
+        return Capabilities(
+            depth=cfg.depth,
+            num_classes=cfg.num_classes,
+            head=cfg.num_classes > 0,
+            relevance_gaps=gaps,
+            centred_tokens=True,  # pre-LayerNorm blocks and a final LayerNorm
+        )
 
     def setup(self):
         cfg = self.config

@@ -150,6 +150,7 @@ class VisionTransformer(ImageModel, nn.Module):
             blockwise=True,
             attention_pool=cfg.global_pool == "map",
             relevance_gaps=vit_relevance.gaps(cfg),
+            centred_tokens=cfg.final_norm,  # every block is pre-LayerNorm; the head reads norm / fc_norm features
         )
 
     @nn.nowrap
