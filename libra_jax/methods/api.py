@@ -122,6 +122,11 @@ def attribution(
     if unused:
         raise TypeError(f"options {sorted(unused)} are not accepted by methods {names}")
     kwargs = {n: {k: v for k, v in options.items() if k in opts[n]} for n in names}
+    reads = {n: maps.probes_read(n, kwargs[n]) for n in single}
+    for n in single:
+        requirements.check(model, n, tuple(requirements.optional_probe(n, k) for k in reads[n]))
+    probes = tuple(sorted(set().union(*reads.values())))
+    target_dependent = (*_TARGET_DEPENDENT, *(f"{k}_grad" for k in probes))
 
     def read_maps(rec):
         return {n: maps.SINGLE_PASS[n](rec, model, **kwargs[n]) for n in single}
@@ -129,10 +134,10 @@ def attribution(
     def per_example(params, x, y, multi):
         out = {}
         if single:
-            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi)
+            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi, probes=probes)
             logits = rec["logits"]
             if multi:
-                parts = {k: rec[k] for k in _TARGET_DEPENDENT}
+                parts = {k: rec[k] for k in target_dependent}
                 out |= jax.vmap(lambda p: read_maps({**rec, **p}))(parts)
             else:
                 out |= read_maps(rec)

@@ -55,6 +55,8 @@ class Block(nn.Module):
     ) -> tuple[jax.Array, BlockAux]:
         """x (..., N, C); `bias` (shared relative-position bias) and `rope` (sin, cos) go to the attention."""
         cfg = self.config
+        # probed only when a method asks for it (contract.OPTIONAL_PROBES): the CAMs' layer="norm1"
+        norm1 = probe(self, "norm1_out", LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules))
         a, attn = Attention(
             cfg.num_heads,
             qkv_bias=cfg.qkv_bias,
@@ -66,7 +68,7 @@ class Block(nn.Module):
             rel_pos_window=cfg.rel_pos_window,
             num_prefix_tokens=cfg.num_prefix_tokens,
             name="attn",
-        )(LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules), rules, bias, rope)
+        )(norm1, rules, bias, rope)
         if cfg.init_values is not None:
             a = LayerScale(name="ls1")(a)
         x = x + a
@@ -80,7 +82,7 @@ class Block(nn.Module):
         if cfg.init_values is not None:
             m = LayerScale(name="ls2")(m)
         x = probe(self, "out", x + m)
-        return x, {"out": x, "attn": attn, "post_attn": post_attn}
+        return x, {"out": x, "attn": attn, "post_attn": post_attn, "norm1": norm1}
 
 
 class AttentionPool(nn.Module):
@@ -149,6 +151,7 @@ class VisionTransformer(nn.Module):
             blockwise=True,
             attention_pool=cfg.global_pool == "map",
             relevance_gaps=vit_relevance.gaps(cfg),
+            optional_probes=("norm1",),
         )
 
     @nn.nowrap
