@@ -149,7 +149,7 @@ def hirescam(rec, model, layer: int | str = -1):
     At that default, on a class-token-pooled pre-norm ViT under a plain LayerNorm gradient (`vanilla`), the map is a
     near-total cancellation: a patch token reaches the output only through the last block's norm1, which is
     scale-invariant, so Σ_c h·∂f/∂h vanishes but for the norm's eps (values ~1e-6 of the norm1 recipe's, the float32
-    result a few % of its max off the float64 one). `layer="norm1"` is pytorch-grad-cam's well-conditioned recipe.
+    result 3-50 % of its max off the float64 one). `layer="norm1"` is pytorch-grad-cam's well-conditioned recipe.
     """
     a, g = cam_activation(rec, model, layer)
     return (a * g).sum(-1)
