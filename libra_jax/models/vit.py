@@ -20,7 +20,7 @@ from flax import linen as nn
 from libra_jax import ops, validate
 from libra_jax.models import vit_relevance
 from libra_jax.models.config import DataConfig, ViTConfig
-from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
+from libra_jax.models.contract import OPTIONAL_PROBES, Aux, BlockAux, Capabilities, TokenLayout
 from libra_jax.models.layers import (
     Attention,
     GluMlp,
@@ -55,8 +55,8 @@ class Block(nn.Module):
     ) -> tuple[jax.Array, BlockAux]:
         """x (..., N, C); `bias` (shared relative-position bias) and `rope` (sin, cos) go to the attention."""
         cfg = self.config
-        # probed only when a method asks for it (contract.OPTIONAL_PROBES): the CAMs' layer="norm1"
-        norm1 = probe(self, "norm1_out", LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules))
+        # probed only when a method asks for it (the CAMs' layer="norm1")
+        norm1 = probe(self, OPTIONAL_PROBES["norm1"], LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules))
         a, attn = Attention(
             cfg.num_heads,
             qkv_bias=cfg.qkv_bias,
