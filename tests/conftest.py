@@ -54,6 +54,11 @@ SLOW = {
         "test_vanilla_fullgrad_is_incomplete",
     ),
     "test_bert.py": ("test_completeness_and_padding", "test_forward_parity"),
+    "test_cam_peers.py": (
+        "test_bad_layer_lists_the_choices",
+        "test_defaults_are_libragrad_definitions",
+        "test_pytorch_grad_cam_recipes",
+    ),
     "test_cli.py": (
         "test_benchmark_smoke",
         "test_memory_estimate_script",

@@ -193,6 +193,11 @@ def attribution(
     per_example_options = {
         k: v for k, v in options.items() if k in batched_options and np.ndim(v) == batched_options[k] + 1
     }
+    reads = {n: maps.probes_read(bases[n], kwargs[n]) for n in single}
+    for n in single:
+        requirements.check(model, bases[n], tuple(requirements.optional_probe(bases[n], k) for k in reads[n]))
+    probes = tuple(sorted(set().union(*reads.values())))
+    target_dependent = (*_TARGET_DEPENDENT, *(f"{k}_grad" for k in probes))
 
     def read_maps(rec):
         return {n: function(n)(rec, model, **kwargs[n]) for n in single}
@@ -200,10 +205,10 @@ def attribution(
     def per_example(params, x, y, batched, multi):
         out = {}
         if single:
-            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi)
+            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi, probes=probes)
             logits = rec["logits"]
             if multi:
-                parts = {k: rec[k] for k in _TARGET_DEPENDENT}
+                parts = {k: rec[k] for k in target_dependent}
                 out |= jax.vmap(lambda p: read_maps({**rec, **p}))(parts)
             else:
                 out |= read_maps(rec)

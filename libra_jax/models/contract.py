@@ -9,7 +9,8 @@ Probes. The methods read gradients w.r.t. intermediates from one backward pass t
 probes in the Flax collection `PROBES` (see models/layers.py), which a model names as follows:
 `tokens` (h₀), `blocks_{l}/out` (h_{l+1}), `blocks_{l}/attn/attn` (A_l, models with attention),
 `attn_pool/attn` (the attention pool's A), and `<module path>/bias` on every bias (FullGrad's bias
-maps, placed by `bias_group`). `probe_path` spells these paths.
+maps, placed by `bias_group`). `probe_path` spells these paths. The `OPTIONAL_PROBES` are recorded only when a
+method asks for them (`core.single_pass(probes=...)`), so the default record costs what it did without them.
 """
 
 from __future__ import annotations
@@ -34,13 +35,21 @@ only); per token after the blocks; one row added to every token; a pooled head b
 the official implementation does); no token axis at all (left out of the maps, kept for the bookkeeping)."""
 
 
+OPTIONAL_PROBES = {"norm1": "norm1_out"}
+"""Probes a model records only on request: kind → the probe's name inside each block `blocks_{l}`. 'norm1' is
+block l's first norm output, the attention's input in a pre-norm block (BlockAux 'norm1'); a model that
+records it says so in `Capabilities.optional_probes`."""
+
+
 def probe_path(kind: str, index: int | None = None) -> tuple[str, ...]:
-    """The probe tree path of `kind`: 'tokens', 'out' / 'attn' of block `index`, or 'pool_attn'."""
+    """The probe tree path of `kind`: 'tokens', 'out' / 'attn' / an `OPTIONAL_PROBES` kind of block `index`, or
+    'pool_attn'."""
     paths = {
         "tokens": ("tokens",),
         "out": (f"blocks_{index}", "out"),
         "attn": (f"blocks_{index}", "attn", "attn"),
         "pool_attn": ("attn_pool", "attn"),
+        **{kind: (f"blocks_{index}", name) for kind, name in OPTIONAL_PROBES.items()},
     }
     if kind not in paths:
         raise ValueError(f"unknown probe kind {kind!r}; expected one of {sorted(paths)}")
@@ -107,6 +116,8 @@ class Capabilities:
     centred_tokens: h₀ reaches the output only through mean-centring norms (pre-norm LayerNorm blocks and a
       final LayerNorm), so adding a constant to all channels of a token changes nothing: Σ_c ∂f/∂h₀[t,c] = 0
       for every token and every rule preset (both LayerNorm rules keep the mean subtraction).
+    optional_probes: the `OPTIONAL_PROBES` kinds the model records when asked (its blocks probe them and report
+      them in `BlockAux`), e.g. ('norm1',) for a pre-norm Vision Transformer.
     """
 
     depth: int
@@ -121,6 +132,7 @@ class Capabilities:
     relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
     relevance_kind: str = "vit"
     centred_tokens: bool = False
+    optional_probes: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -133,11 +145,13 @@ Requirement = Callable[[Capabilities], str | None]
 
 class BlockAux(TypedDict):
     """What block l reports: out h_{l+1} (N, C); with attention, attn A_l (H, N, N) and post_attn (the
-    residual stream after the attention add, (N, C))."""
+    residual stream after the attention add, (N, C)); with `Capabilities.optional_probes`, each of those kinds
+    (norm1: the first norm's output (N, C))."""
 
     out: jax.Array
     attn: NotRequired[jax.Array]
     post_attn: NotRequired[jax.Array]
+    norm1: NotRequired[jax.Array]
 
 
 class Aux(TypedDict):
