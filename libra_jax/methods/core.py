@@ -69,7 +69,8 @@ def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool =
     Returns:
       dict with 'logits' (K,), 'mask' (N,) bool (False at padding), 'target' f, 'h' [h_0..h_L] (N, C) each,
       'g' [g_0..g_L], 'attn' [A_l (H, N, N)], 'attn_grad' [∂f/∂A_l], 'post_attn' [residual after attention add],
-      'bias' {probe path: bias map}, plus 'pool_attn' when the model has an attention pool.
+      'bias' {probe path: bias map}, plus 'pool_attn' when the model has an attention pool, and 'words'
+      (N, C) with 'g_words' = ∂f/∂words when a text model reports its word embeddings (aux 'words').
       With `multi`, target-dependent entries get a leading T axis.
     """
     probes = probe_template(model, x)
@@ -102,6 +103,8 @@ def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool =
     }
     if "pool_attn" in aux:
         record["pool_attn"] = aux["pool_attn"]
+    if "words" in aux:
+        record["words"], record["g_words"] = aux["words"], probe_at(grads, "words")
     return jax.tree.map(to_float32, record)  # maps accumulate in float32 even when the model computes in bf16
 
 

@@ -70,9 +70,29 @@ def all_biases(rec: dict, model, head_bias: bool = True) -> jax.Array:
     return total + groups["head"] if head_bias else total
 
 
-def ixg(rec, model):
-    """Input × gradient at the token embeddings: IxG_0."""
-    return ixg_layers(rec)[0]
+EMBEDDINGS = ("input", "word")
+"""Where `ixg` takes input × gradient: h₀ (every input embedding summed) or the word embeddings alone."""
+
+
+def ixg(rec, model, embedding: str = "input"):
+    """Input × gradient at the token embeddings.
+
+    embedding="input" (default, the ViT convention): IxG_0 = Σ_c h₀·∂f/∂h₀, h₀ the summed input embeddings
+    (word + position + token type for BERT). embedding="word" (LXT's convention, text models):
+    Σ_c w·∂f/∂w at the word-embedding lookup w alone (record 'words' / 'g_words'); the position / type
+    embeddings' share is then left out of the map, so under `libra_logit` the map plus that share plus the
+    bias maps sums to the logit.
+    """
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"ixg embedding must be one of {EMBEDDINGS}; got {embedding!r}")
+    if embedding == "input":
+        return ixg_layers(rec)[0]
+    if "words" not in rec:
+        raise ValueError(
+            "ixg(embedding='word') reads the word embeddings of a text model; this model reports none (an image"
+            " model): use embedding='input'"
+        )
+    return (rec["words"] * rec["g_words"]).sum(-1)
 
 
 def fullgrad(rec, model, head_bias: bool = True, unassigned_bias: bool = False):
