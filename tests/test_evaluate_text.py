@@ -4,6 +4,7 @@ metrics refusing a text model (and the text evaluation refusing an image model).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -20,6 +21,8 @@ from libra_jax.evaluate_text import F1_KS, TEXT_COLUMNS, evaluate_text, removals
 from libra_jax.metrics import deletion, faithfulness, rationale
 from libra_jax.models import VisionTransformer, ViTConfig
 from libra_jax.text import covered_words, merge_words, text_inputs
+from libra_jax.trained import load_model
+from libra_jax.weights.formats import save_checkpoint
 from tests.helpers import TINY
 
 N = 8
@@ -96,6 +99,15 @@ def test_numbers_are_the_metric_functions_on_the_attribution_maps(bert):
     for key, value in want.items():
         np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
     assert got["rationale_ap"] > 80  # libra IxG finds the evidence of the trained model
+
+
+def test_a_text_checkpoint_loads_with_the_benchmark_it_records(bert, tmp_path):
+    model, params = bert
+    config = text_synthetic.TextBenchmarkConfig(num_classes=4, max_words=20)
+    record = {"trained_with": "libra_jax.text.train", "benchmark": dataclasses.asdict(config)}
+    path = save_checkpoint(tmp_path / "bert.safetensors", model, params, source=json.dumps(record))
+    assert load_model(str(path))[2] == config
+    assert load_model("synthetic_bert")[2] == text_synthetic.TextBenchmarkConfig()  # the embedded file's record
 
 
 def test_image_metrics_refuse_a_text_model_and_the_text_evaluation_an_image_model(bert):
