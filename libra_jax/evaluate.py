@@ -100,6 +100,14 @@ class _RowAccumulator:
         return out
 
 
+def check_rows(rows: Sequence[tuple[str, str]]) -> None:
+    """Raise ValueError for a (method, preset) row naming an unknown method or preset."""
+    for method, preset in rows:
+        if method not in api.METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(api.METHODS))}")
+        get_rules(preset)
+
+
 def preset_explainers(
     model, rows: Sequence[tuple[str, str]], method_options: dict | None = None
 ) -> tuple[dict[str, list[str]], dict[str, Callable], dict[str, Callable]]:
@@ -262,10 +270,7 @@ def evaluate_data(
         model (`libra_jax.evaluate_text` scores those).
     """
     check_image_model(model)
-    for method, preset in rows:
-        if method not in api.METHODS:
-            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(api.METHODS))}")
-        get_rules(preset)
+    check_rows(rows)
     methods = {m for m, _ in rows}
     kw = {"method_options": {"steps": options.steps} if options.steps and "ig" in methods else {}}
     kw["progress"] = options.progress

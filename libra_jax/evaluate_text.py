@@ -35,12 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from libra_jax.data import text_synthetic
-from libra_jax.evaluate import EvaluateOptions, Evaluation, preset_explainers
+from libra_jax.evaluate import EvaluateOptions, Evaluation, check_rows, preset_explainers
 from libra_jax.methods import api
 from libra_jax.methods.names import resolve_methods
 from libra_jax.metrics import deletion, rationale
 from libra_jax.models.text_inputs import text_inputs
-from libra_jax.rules import get_rules
 from libra_jax.run.progress import Progress
 from libra_jax.text.words import covered_words, merge_words
 
@@ -165,10 +164,7 @@ def evaluate_text(
     Raises:
       ValueError: an unknown method or preset, or a model that does not fit the benchmark.
     """
-    for method, preset in rows:
-        if method not in api.METHODS:
-            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(api.METHODS))}")
-        get_rules(preset)
+    check_rows(rows)
     options = options or EvaluateOptions()
     config = benchmark_config(model, benchmark)
     check_benchmark_model(model, config)
