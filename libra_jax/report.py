@@ -7,6 +7,7 @@ import io
 import json
 import math
 import pathlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,10 +17,16 @@ from libra_jax.metrics import faithfulness
 from libra_jax.rules import PRESETS
 from libra_jax.weights.atomic import write_atomic
 
+Columns = Sequence[tuple[str, str]]
+"""Table columns: (result key, title) pairs."""
 
-def format_table(results: dict[tuple[str, str], dict[str, float]], fmt: str = "markdown") -> str:
-    """Markdown or CSV table: one row per (method, preset), the columns of `COLUMNS` present."""
-    present = [(k, title) for k, title in COLUMNS if any(not math.isnan(r[k]) for r in results.values())]
+
+def format_table(
+    results: dict[tuple[str, str], dict[str, float]], fmt: str = "markdown", columns: Columns = COLUMNS
+) -> str:
+    """Markdown or CSV table: one row per (method, preset), the `columns` ((key, title) pairs: the image
+    evaluation's `COLUMNS` or the text one's `libra_jax.evaluate_text.TEXT_COLUMNS`) that have a value."""
+    present = [(k, title) for k, title in columns if any(not math.isnan(r[k]) for r in results.values())]
     rows = [[m, p] + [r[k] for k, _ in present] for (m, p), r in results.items()]
     if fmt == "csv":
         buf = io.StringIO()
@@ -72,14 +79,14 @@ def plot_curves(curves: dict[tuple[str, str], dict[str, np.ndarray]], path, rati
     viz.save_png(path, viz.line_panels(panels, ratios, "accuracy"))
 
 
-def write_results(out_dir, results, curves, meta: dict, plot: bool) -> dict[str, str]:
-    """Write results.md, results.csv, results.json (and curves.png) atomically into out_dir."""
+def write_results(out_dir, results, curves, meta: dict, plot: bool, columns: Columns = COLUMNS) -> dict[str, str]:
+    """Write results.md, results.csv, results.json (and curves.png) atomically into out_dir (tables of `columns`)."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    md = format_table(results)
+    md = format_table(results, columns=columns)
     files = {
         "results.md": f"{md}{table_note(results)}\n\n{json.dumps(meta)}\n",
-        "results.csv": format_table(results, "csv"),
+        "results.csv": format_table(results, "csv", columns),
         "results.json": json.dumps(
             {"meta": meta, "rows": [{"method": m, "preset": p, **r} for (m, p), r in results.items()]}, indent=1
         ),

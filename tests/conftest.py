@@ -42,6 +42,7 @@ SLOW = {
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),
     "test_text_methods.py": ("*",),
+    "test_text_ixg.py": ("*",),
     "test_attention_methods.py": ("test_attcat_of_a_one_block_model", "test_model_is_nontrivial"),
     "test_beit_eva.py": (
         "test_faithfulness_zeroes_beit_and_drops_eva",
@@ -147,6 +148,7 @@ SLOW = {
         "test_two_processes_with_two_devices_each",
         "test_eight_devices_equal_one",
     ),
+    "test_evaluate_text.py": ("test_cli_evaluates_a_text_classifier", "test_numbers_are_the_metric_functions_*"),
     "test_text_metrics.py": ("test_oracle_classifier_on_the_benchmark",),
     "test_text_train.py": (
         "test_a_three_step_training_run_writes_a_loadable_file",

@@ -26,7 +26,7 @@ REQUIREMENTS = {**maps.REQUIREMENTS, **lrp.REQUIREMENTS, **legrad.REQUIREMENTS}
 LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
 """Methods that are IxG under their own backward preset (README, "Methods")."""
 
-_TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias")
+_TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias", "g_words")
 
 
 def multi_pass_function(model, name: str) -> Callable:
@@ -208,7 +208,7 @@ def attribution(
             rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi, probes=probes)
             logits = rec["logits"]
             if multi:
-                parts = {k: rec[k] for k in target_dependent}
+                parts = {k: rec[k] for k in target_dependent if k in rec}  # g_words: text models only
                 out |= jax.vmap(lambda p: read_maps({**rec, **p}))(parts)
             else:
                 out |= read_maps(rec)

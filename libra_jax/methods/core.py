@@ -78,9 +78,10 @@ def single_pass(
       dict with 'logits' (K,), 'mask' (N,) bool (False at padding), 'target' f, 'h' [h_0..h_L] (N, C) each,
       'g' [g_0..g_L], 'attn' [A_l (H, N, N)], 'attn_grad' [∂f/∂A_l], 'post_attn' [residual after attention add],
       'bias' {probe path: bias map}, plus 'pool_attn' when the model has an attention pool, and per kind k of
-      `probes` 'k' [block l's value] and 'k_grad' [its gradient] (e.g. 'norm1' / 'norm1_grad', (N, C) each).
-      With `multi`, target-dependent entries ('target', 'g', 'attn_grad', 'bias', the '_grad' of `probes`) get a
-      leading T axis.
+      `probes` 'k' [block l's value] and 'k_grad' [its gradient] (e.g. 'norm1' / 'norm1_grad', (N, C) each),
+      and 'words' (N, C) with 'g_words' = ∂f/∂words when a text model reports its word embeddings (aux 'words').
+      With `multi`, target-dependent entries ('target', 'g', 'attn_grad', 'bias', 'g_words', the '_grad' of
+      `probes`) get a leading T axis.
     """
     missing = set(probes) - set(model.capabilities.optional_probes)
     if missing:
@@ -119,6 +120,8 @@ def single_pass(
     for kind in probes:
         record[kind] = [b[kind] for b in blocks]
         record[f"{kind}_grad"] = [probe_at(grads, kind, i) for i in depth]
+    if "words" in aux:
+        record["words"], record["g_words"] = aux["words"], probe_at(grads, "words")
     return jax.tree.map(to_float32, record)  # maps accumulate in float32 even when the model computes in bf16
 
 

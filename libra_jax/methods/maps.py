@@ -70,9 +70,31 @@ def all_biases(rec: dict, model, head_bias: bool = True) -> jax.Array:
     return total + groups["head"] if head_bias else total
 
 
-def ixg(rec, model, per_channel: bool = False):
-    """Input × gradient at the token embeddings: IxG_0 (N,), or h₀ ⊙ g₀ (N, C) with `per_channel`."""
-    return rec["h"][0] * rec["g"][0] if per_channel else ixg_layers(rec)[0]
+EMBEDDINGS = ("input", "word")
+"""Where `ixg` takes input × gradient: h₀ (every input embedding summed) or the word embeddings alone."""
+
+
+def ixg(rec, model, embedding: str = "input", per_channel: bool = False):
+    """Input × gradient at the token embeddings: IxG (N,), or the product per channel (N, C) with `per_channel`.
+
+    embedding="input" (default, the ViT convention): IxG_0 = Σ_c h₀·∂f/∂h₀, h₀ the summed input embeddings
+    (word + position + token type for BERT). embedding="word" (LXT's convention, text models):
+    Σ_c w·∂f/∂w at the word-embedding lookup w alone (record 'words' / 'g_words'); the position / type
+    embeddings' share is then left out of the map, so under `libra_logit` the map plus that share plus the
+    bias maps sums to the logit.
+    """
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"ixg embedding must be one of {EMBEDDINGS}; got {embedding!r}")
+    if embedding == "input":
+        u, g = rec["h"][0], rec["g"][0]
+    elif "words" not in rec:
+        raise ValueError(
+            "ixg(embedding='word') reads the word embeddings of a text model; this model reports none (an image"
+            " model): use embedding='input'"
+        )
+    else:
+        u, g = rec["words"], rec["g_words"]
+    return u * g if per_channel else (u * g).sum(-1)
 
 
 def fullgrad(rec, model, head_bias: bool = True, unassigned_bias: bool = False):

@@ -8,9 +8,11 @@ and rank-polymorphic: a leading batch axis may precede every one of them.
 Probes. The methods read gradients w.r.t. intermediates from one backward pass through zero-valued
 probes in the Flax collection `PROBES` (see models/layers.py), which a model names as follows:
 `tokens` (h₀), `blocks_{l}/out` (h_{l+1}), `blocks_{l}/attn/attn` (A_l, models with attention),
-`attn_pool/attn` (the attention pool's A), and `<module path>/bias` on every bias (FullGrad's bias
-maps, placed by `bias_group`). `probe_path` spells these paths. The `OPTIONAL_PROBES` are recorded only when a
-method asks for them (`core.single_pass(probes=...)`), so the default record costs what it did without them.
+`attn_pool/attn` (the attention pool's A), `words` (text models: the word-embedding lookup alone, before
+positions / token types are added or a scale applied; `ixg(embedding="word")` reads it), and `<module path>/bias`
+on every bias (FullGrad's bias maps, placed by `bias_group`). `probe_path` spells these paths. The
+`OPTIONAL_PROBES` are recorded only when a method asks for them (`core.single_pass(probes=...)`), so the default
+record costs what it did without them.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ records it says so in `Capabilities.optional_probes`."""
 
 
 def probe_path(kind: str, index: int | None = None) -> tuple[str, ...]:
-    """The probe tree path of `kind`: 'tokens', 'out' / 'attn' / an `OPTIONAL_PROBES` kind of block `index`, or
-    'pool_attn'."""
+    """The probe tree path of `kind`: 'tokens', 'words', 'out' / 'attn' / an `OPTIONAL_PROBES` kind of block
+    `index`, or 'pool_attn'."""
     paths = {
         "tokens": ("tokens",),
+        "words": ("words",),
         "out": (f"blocks_{index}", "out"),
         "attn": (f"blocks_{index}", "attn", "attn"),
         "pool_attn": ("attn_pool", "attn"),
@@ -157,13 +160,15 @@ class BlockAux(TypedDict):
 class Aux(TypedDict):
     """The second output of `forward_tokens`: tokens h₀ (N, C) as probed; blocks (one `BlockAux` per block);
     features (N, C) after the final norm; pooled (C,) the head's input; pool_attn (H, 1, N − prefix) for an
-    attention-pool head."""
+    attention-pool head; words (N, C) for text models called on their inputs (`__call__`, not `forward_tokens`):
+    the probed word-embedding lookup, the part of h₀ that the ids alone give."""
 
     tokens: jax.Array
     blocks: list[BlockAux]
     features: jax.Array
     pooled: jax.Array
     pool_attn: NotRequired[jax.Array]
+    words: NotRequired[jax.Array]
 
 
 @runtime_checkable
