@@ -26,6 +26,7 @@ from libra_jax.data import synthetic
 from libra_jax.data.imagenet import open_dataset
 from libra_jax.methods import api
 from libra_jax.metrics import faithfulness, segmentation
+from libra_jax.metrics.faithfulness import check_image_model
 from libra_jax.preprocess import normalise
 from libra_jax.rules import get_rules
 from libra_jax.run.progress import Progress
@@ -99,6 +100,47 @@ class _RowAccumulator:
         return out
 
 
+def check_rows(rows: Sequence[tuple[str, str]]) -> None:
+    """Raise ValueError for a (method, preset) row naming an unknown method or preset."""
+    for method, preset in rows:
+        if method not in api.METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(api.METHODS))}")
+        get_rules(preset)
+
+
+def preset_explainers(
+    model, rows: Sequence[tuple[str, str]], method_options: dict | None = None
+) -> tuple[dict[str, list[str]], dict[str, Callable], dict[str, Callable]]:
+    """The attribution functions an evaluation runs per preset of `rows` ((method, preset) pairs the model supports).
+
+    Returns ({preset: its methods}, {preset: jitted fn(params, x, y) → {method: map}}, {preset: the same under the
+    preset's logit variant, (B, N) token maps, for completeness}): one multi-method call per preset, so the
+    single-pass methods share one forward + backward.
+    """
+    by_preset: dict[str, list[str]] = {}
+    for m, p in rows:
+        by_preset.setdefault(p, []).append(m)
+    # IG's `steps` only for the presets that run IG (attribution refuses options no method of the call takes)
+    opts = {
+        p: {k: v for k, v in (method_options or {}).items() if k != "steps" or "ig" in methods}
+        for p, methods in by_preset.items()
+    }
+    explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts[p])) for p, methods in by_preset.items()}
+    explain_logit = {
+        p: jax.jit(
+            api.attribution(
+                model,
+                methods,
+                rules=get_rules(p, target="logit"),
+                return_tokens=True,
+                **opts[p] | ({"unassigned_bias": True} if "fullgrad" in methods else {}),  # Mixers' token-MLP biases
+            )
+        )
+        for p, methods in by_preset.items()
+    }
+    return by_preset, explain, explain_logit
+
+
 def _pixel_maps(patch_maps: jax.Array, size: tuple[int, int], mode: str) -> jax.Array:
     return segmentation.upsample(patch_maps, size, mode)
 
@@ -122,28 +164,9 @@ def evaluate(
     masks None → no segmentation columns); `pair_batches()` yields two-object batches with
     labels (B, 2) and masks (B, 2, H, W) for class discrimination.
     """
+    check_image_model(model)
     acc = {(m, p): _RowAccumulator() for m, p in rows if api.supports(model, m)}  # table rows in the given order
-    by_preset: dict[str, list[str]] = {}
-    for m, p in acc:
-        by_preset.setdefault(p, []).append(m)
-    # IG's `steps` only for the presets that run IG (attribution refuses options no method of the call takes)
-    opts = {
-        p: {k: v for k, v in (method_options or {}).items() if k != "steps" or "ig" in methods}
-        for p, methods in by_preset.items()
-    }
-    explain = {p: jax.jit(api.attribution(model, methods, rules=p, **opts[p])) for p, methods in by_preset.items()}
-    explain_logit = {
-        p: jax.jit(
-            api.attribution(
-                model,
-                methods,
-                rules=get_rules(p, target="logit"),
-                return_tokens=True,
-                **opts[p] | ({"unassigned_bias": True} if "fullgrad" in methods else {}),  # Mixers' token-MLP biases
-            )
-        )
-        for p, methods in by_preset.items()
-    }
+    by_preset, explain, explain_logit = preset_explainers(model, list(acc), method_options)
     forward = jax.jit(lambda prm, x: model.apply({"params": prm}, x)[0])
     bar = Progress(n, "evaluate") if progress else None
     for batch in batches():
@@ -189,11 +212,12 @@ def evaluate(
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateOptions:
-    """Settings of `evaluate_data`.
+    """Settings of `evaluate_data` (and of `libra_jax.evaluate_text.evaluate_text`, which reads n, batch_size, steps
+    and progress).
 
     Attributes:
-      n: images evaluated (on the benchmark: also the number of two-object images).
-      batch_size: images per batch.
+      n: images (sentences) evaluated (on the benchmark: also the number of two-object images / two-class sentences).
+      batch_size: images (sentences) per batch.
       steps: IG steps (None: IG's default).
       class_map: imagenet-s data: ImageNet-S id → ImageNet-1k index JSON file (see libra_jax.data.imagenet).
       progress: print a progress bar on stderr.
@@ -242,12 +266,11 @@ def evaluate_data(
       benchmark: the benchmark the model was trained on (default: `BenchmarkConfig` at the model's
         input size and class count).
     Raises:
-      ValueError: an unknown method or data source, or a benchmark whose image size is not the model's.
+      ValueError: an unknown method or data source, a benchmark whose image size is not the model's, or a text
+        model (`libra_jax.evaluate_text` scores those).
     """
-    for method, preset in rows:
-        if method not in api.METHODS:
-            raise ValueError(f"unknown method {method!r}; known: {', '.join(sorted(api.METHODS))}")
-        get_rules(preset)
+    check_image_model(model)
+    check_rows(rows)
     methods = {m for m, _ in rows}
     kw = {"method_options": {"steps": options.steps} if options.steps and "ig" in methods else {}}
     kw["progress"] = options.progress

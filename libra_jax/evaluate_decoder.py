@@ -93,12 +93,14 @@ class DecoderEvalOptions:
 @dataclasses.dataclass(frozen=True)
 class DecoderEvaluation:
     """Rows {(method, preset): {column: value}}, their pooled deletion curves {(method, preset): {'morf', 'lerf':
-    (n, F)}}, the removal's name and the wall time in seconds."""
+    (n, F)}}, the removal's name, the wall time in seconds, and no skipped inputs (the prompts are generated; the
+    command reports `skipped` of every evaluation)."""
 
     results: dict[tuple[str, str], dict[str, float]]
     curves: dict[tuple[str, str], dict[str, np.ndarray]]
     removal: str
     seconds: float
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 def removal(task: DecoderTaskConfig) -> Removal:

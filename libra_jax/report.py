@@ -14,16 +14,18 @@ import numpy as np
 from libra_jax import viz
 from libra_jax.evaluate import COLUMNS
 from libra_jax.metrics import faithfulness
+from libra_jax.rules import PRESETS
 from libra_jax.weights.atomic import write_atomic
+
+Columns = Sequence[tuple[str, str]]
+"""Table columns: (result key, title) pairs."""
 
 
 def format_table(
-    results: dict[tuple[str, str], dict[str, float]],
-    fmt: str = "markdown",
-    columns: Sequence[tuple[str, str]] = COLUMNS,
+    results: dict[tuple[str, str], dict[str, float]], fmt: str = "markdown", columns: Columns = COLUMNS
 ) -> str:
-    """Markdown or CSV table: one row per (method, preset), the `columns` (key, title) present (default: the image
-    evaluation's `COLUMNS`)."""
+    """Markdown or CSV table: one row per (method, preset), the `columns` ((key, title) pairs: the image
+    evaluation's `COLUMNS` or the text one's `libra_jax.evaluate_text.TEXT_COLUMNS`) that have a value."""
     present = [(k, title) for k, title in columns if any(not math.isnan(r[k]) for r in results.values())]
     rows = [[m, p] + [r[k] for k, _ in present] for (m, p), r in results.items()]
     if fmt == "csv":
@@ -46,13 +48,22 @@ def format_table(
 
 
 def table_note(results: dict[tuple[str, str], dict[str, float]]) -> str:
-    """The line printed under a markdown table with a completeness column ('' without one)."""
-    if not any(not math.isnan(r.get("completeness_error", math.nan)) for r in results.values()):
-        return ""
-    return (
-        "\n\nCompleteness err = mean |Σ map − logit|. FullGrad+ sums the IxG of every block (plus the biases):"
-        " it is not meant to be complete, so its error is large under every preset by design."
-    )
+    """The lines printed under a markdown table: what a completeness column means, and why vanilla `hirescam` at
+    its default layer is not a fair row ('' when neither applies)."""
+    notes = []
+    if any(not math.isnan(r.get("completeness_error", math.nan)) for r in results.values()):
+        notes.append(
+            "Completeness err = mean |Σ map − logit|. FullGrad+ sums the IxG of every block (plus the biases):"
+            " it is not meant to be complete, so its error is large under every preset by design."
+        )
+    if any(m == "hirescam" and p in PRESETS and PRESETS[p].norm == "plain" for m, p in results):
+        notes.append(
+            "hirescam (at its default layer, the last block's input) under a plain LayerNorm gradient: on a"
+            " class-token-pooled pre-norm ViT a patch token reaches the output only through the last block's"
+            " scale-invariant norm1, so the map is a near-total cancellation (~1e-6 of the layer='norm1' map,"
+            " dominated by float32 rounding). layer='norm1' is the well-conditioned recipe."
+        )
+    return "".join(f"\n\n{note}" for note in notes)
 
 
 def plot_curves(curves: dict[tuple[str, str], dict[str, np.ndarray]], path, ratios=faithfulness.RATIOS) -> None:
@@ -69,10 +80,10 @@ def plot_curves(curves: dict[tuple[str, str], dict[str, np.ndarray]], path, rati
 
 
 def write_results(
-    out_dir, results, curves, meta: dict, plot: bool, columns: Sequence[tuple[str, str]] = COLUMNS, note: str = ""
+    out_dir, results, curves, meta: dict, plot: bool, columns: Columns = COLUMNS, note: str = ""
 ) -> dict[str, str]:
-    """Write results.md, results.csv, results.json (and the image evaluation's curves.png) atomically into out_dir;
-    `columns` as in `format_table`, `note` added under the markdown table."""
+    """Write results.md, results.csv, results.json (and curves.png) atomically into out_dir (tables of `columns`,
+    `note` under the markdown table)."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = format_table(results, columns=columns)

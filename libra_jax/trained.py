@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 
-from libra_jax.data import synthetic
-from libra_jax.data.text_synthetic import DecoderTaskConfig
+from libra_jax.data import synthetic, text_synthetic
 from libra_jax.weights import embedded
 from libra_jax.weights.formats import is_libra_checkpoint, read_libra_checkpoint
 from libra_jax.weights.loading import load
@@ -15,16 +14,21 @@ from libra_jax.weights.loading import load
 EMBEDDED = embedded.names()
 """Names of the embedded default models."""
 
-BENCHMARKS = {"libra_jax.train": synthetic.BenchmarkConfig, "libra_jax.text.train_decoder": DecoderTaskConfig}
-"""The module that wrote a libra-jax file (its record's `trained_with`) → the config class of the recorded benchmark."""
+BENCHMARKS = {
+    "libra_jax.train": synthetic.BenchmarkConfig,
+    "libra_jax.text.train": text_synthetic.TextBenchmarkConfig,
+    "libra_jax.text.train_decoder": text_synthetic.DecoderTaskConfig,
+}
+"""A checkpoint's recorded trainer ('trained_with') → the config class of the benchmark it was trained on."""
 
 
 def load_model(name: str, checkpoint: str | None = None, **model_kw):
     """(model, params, benchmark config or None): embedded names resolve to the shipped checkpoints.
 
-    The benchmark config is the one a libra-jax checkpoint written by `libra_jax.train` (the images it was
-    trained on) or `libra_jax.text.train_decoder` (the decoder tasks) records; `model_kw` are `libra_jax.load`'s
-    model overrides.
+    The benchmark config is the one a libra-jax checkpoint written by `libra_jax.train`, `libra_jax.text.train` or
+    `libra_jax.text.train_decoder` records (the images, sentences or decoder tasks it was trained on: a
+    `BenchmarkConfig`, `TextBenchmarkConfig` or `DecoderTaskConfig`);
+    `model_kw` are `libra_jax.load`'s model overrides.
     """
     path = str(embedded.path(name)) if name in EMBEDDED + embedded.text_names() else name
     model, params = load(path, checkpoint, **model_kw)
@@ -35,6 +39,5 @@ def load_model(name: str, checkpoint: str | None = None, **model_kw):
         except (json.JSONDecodeError, TypeError):
             record = None
         if isinstance(record, dict) and "benchmark" in record:
-            bench_class = BENCHMARKS.get(record.get("trained_with"))
-            bench = None if bench_class is None else bench_class(**record["benchmark"])
+            bench = BENCHMARKS.get(record.get("trained_with"), synthetic.BenchmarkConfig)(**record["benchmark"])
     return model, params, bench

@@ -20,6 +20,7 @@ def highest_precision():
 GOLDEN = {
     "test_bert_golden.py": ("*",),
     "test_golden.py": ("*",),
+    "test_gradient_options.py": ("test_legrad_official_postprocess_equals_the_official_clip_maps",),
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),  # even its parametrisation reads the golden keys
     "test_mixer.py": ("test_*golden*",),
@@ -32,12 +33,17 @@ TORCH_PACKAGES = ("torch", "timm", "transformers", "open_clip")
 SLOW = {
     # whole modules: they share module-scoped fixtures (compiles of every case), so any test of them pays it
     "test_bert_golden.py": ("*",),
+    "test_cli_text.py": ("*",),  # the module's tiny-Llama folder fixture is paid by whichever test runs first
     "test_decoder.py": ("*",),
     "test_decoder_train.py": ("*",),
+    "test_decoder_tokenizer.py": ("test_ids_match_transformers_and_pad_on_the_left",),  # imports transformers
+    "test_explain_generation.py": ("*",),
     "test_golden.py": ("*",),
+    "test_gradient_options.py": ("*",),
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),
     "test_text_methods.py": ("*",),
+    "test_text_ixg.py": ("*",),
     "test_attention_methods.py": ("test_attcat_of_a_one_block_model", "test_model_is_nontrivial"),
     "test_beit_eva.py": (
         "test_faithfulness_zeroes_beit_and_drops_eva",
@@ -50,6 +56,11 @@ SLOW = {
         "test_vanilla_fullgrad_is_incomplete",
     ),
     "test_bert.py": ("test_completeness_and_padding", "test_forward_parity"),
+    "test_cam_peers.py": (
+        "test_bad_layer_lists_the_choices",
+        "test_defaults_are_libragrad_definitions",
+        "test_pytorch_grad_cam_recipes",
+    ),
     "test_cli.py": (
         "test_benchmark_smoke",
         "test_memory_estimate_script",
@@ -73,6 +84,7 @@ SLOW = {
         "test_cli_evaluate_on_a_saved_model",
         "test_every_column_filled",
     ),
+    "test_docs.py": ("test_python_blocks_run_offline",),
     "test_faithfulness.py": ("test_matches_numpy_reference", "test_real_tiny_vit_drop_mode"),
     "test_hub_offline.py": ("test_cli_interface", "test_python_interface"),
     "test_image_text.py": (
@@ -137,6 +149,7 @@ SLOW = {
         "test_two_processes_with_two_devices_each",
         "test_eight_devices_equal_one",
     ),
+    "test_evaluate_text.py": ("test_cli_evaluates_a_text_classifier", "test_numbers_are_the_metric_functions_*"),
     "test_text_metrics.py": ("test_oracle_classifier_on_the_benchmark",),
     "test_text_train.py": (
         "test_a_three_step_training_run_writes_a_loadable_file",

@@ -15,6 +15,10 @@ from libra_jax.methods import api, maps
 pytestmark = pytest.mark.usefixtures("highest_precision")
 
 SINGLE = sorted(maps.SINGLE_PASS)
+TOL = {"xgradcam": 1e-4}
+"""Per-method tolerance where 1e-5 is below float32 rounding: plain XGradCAM divides by Σ_t h, a signed sum that
+cancels on some residual-stream channels (to 1.3e-3 of Σ_t|h| here), so its rounding is ~eps₃₂/1.3e-3 ≈ 1e-4 of the
+map (measured ≤ 3.4e-5 between batch sizes)."""
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +50,11 @@ def test_jit_equals_eager_and_batch_equals_single(setup, rules):
     jitted = jax.jit(fn)(params, x, y)
     eager = fn(params, x, y)
     for name in SINGLE:
-        _close(eager[name], jitted[name])
+        _close(eager[name], jitted[name], TOL.get(name, 1e-5))
     for i in range(x.shape[0]):
         one = jax.jit(fn)(params, x[i : i + 1], y[i : i + 1])
         for name in SINGLE:
-            _close(one[name][0], jitted[name][i])
+            _close(one[name][0], jitted[name][i], TOL.get(name, 1e-5))
 
 
 def test_vmap_of_fn_equals_loop(setup):
@@ -68,7 +72,7 @@ def test_multi_method_equals_separate_calls(setup):
     for name in names:
         opts = {"steps": 4} if name == "ig" else {}
         alone = jax.jit(libra_jax.attribution(model, name, rules="libra", **opts))(params, x, y)
-        _close(together[name], alone)
+        _close(together[name], alone, TOL.get(name, 1e-5))
 
 
 def test_multi_target_reuses_forward(setup):
@@ -188,8 +192,8 @@ class TestBadInput:
         model = setup[0]
         with pytest.raises(ValueError, match="known methods"):
             libra_jax.attribution(model, "fullgradd")
-        with pytest.raises(ValueError, match="rules='libra'"):
-            libra_jax.attribution(model, "libra_ixg")
+        with pytest.raises(ValueError, match="under the 'libra' rules, but rules='vanilla'"):
+            libra_jax.attribution(model, "libra_ixg", rules="vanilla")
         with pytest.raises(TypeError, match="steps"):
             libra_jax.attribution(model, "ixg", steps=3)
         with pytest.raises(ValueError, match="unknown rule preset"):

@@ -140,6 +140,31 @@ def test_maps_equal_direct_attribution(files, reference):
     assert results["label"].tolist() == [-1] * 12
 
 
+def test_rows_name_their_source_files(reference):
+    """Each row says which file its maps belong to (relative to the folder), in the order of the maps."""
+    results = load_results(reference)
+    assert results["source"].tolist() == [f"{i:02d}.png" for i in range(13) if i != 5]
+    assert read_manifest(reference)["arrays"]["source"] == {"dtype": "str", "shape": []}
+
+
+def test_results_of_format_version_1_are_read_but_not_resumed(files, reference, tmp_path):
+    """Version 1 (before per-row sources): load_results returns the rows without 'source'; a run into the folder
+    is refused, naming the version, before anything is written."""
+    out = tmp_path / "old"
+    shutil.copytree(reference, out)
+    for path in (out / "manifest.json", out / "shards" / "index-p0.json"):
+        record = json.loads(path.read_text())
+        record["version"] = 1
+        record.get("arrays", {}).pop("source", None)
+        path.write_text(json.dumps(record))
+    results = load_results(out)
+    assert "source" not in results and results["index"].tolist() == load_results(reference)["index"].tolist()
+    before = _tree_bytes(out)
+    with pytest.raises(RunMismatchError, match="format version 1; .* version 2 .*run into a new output folder"):
+        _run(files, out)
+    assert _tree_bytes(out) == before
+
+
 def test_other_run_in_the_folder_is_an_error(files, reference):
     before = _tree_bytes(reference)
     model, params = files["model"], files["params"]
@@ -251,16 +276,18 @@ def test_cli_methods_rules_and_model_kw(files, tmp_path, capsys):
 def test_list_file_and_benchmark_sources(files, tmp_path):
     dc = files["model"].data_config
     listing = tmp_path / "list.txt"
-    listing.write_text(f"# images\n{files['images']}/00.png 3\n\n{files['images']}/01.png 1\n")
+    shutil.copy(files["images"] / "01.png", tmp_path / "01.png")
+    listing.write_text(f"# images\n{files['images']}/00.png 3\n\n01.png 1\n")
     dataset = open_source(f"list:{listing}", dc)
     assert len(dataset) == 2 and dataset[0]["label"] == 3 and dataset[1]["image"].shape == (32, 32, 3)
+    assert dataset.source_of(1) == "01.png"  # relative to the list file's folder, as written
     listing.write_text(f"{files['images']}/00.png 3\n{files['images']}/01.png\n")
     with pytest.raises(ValueError, match="line 2 .* every line has a label or none"):
         open_source(str(listing), dc)
     with pytest.raises(ValueError, match="the benchmark makes 64px images"):
         open_source("benchmark", dc, BenchmarkConfig(image_size=64))
     default = open_source("benchmark:val", dc, size=4)  # at the model's input size
-    assert len(default) == 4 and default[3]["image"].shape == (32, 32, 3) and default.path_of(3) == "benchmark:val#3"
+    assert len(default) == 4 and default[3]["image"].shape == (32, 32, 3) and default.source_of(3) == "benchmark:val#3"
     pairs = BenchmarkDataset(BenchmarkConfig(image_size=32), dc, "pairs", size=3)
     assert 0 <= pairs[2]["label"] < 8 and pairs[2]["mask"].shape == (32, 32)
 

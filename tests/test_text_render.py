@@ -64,3 +64,11 @@ def test_html_page_escapes_colours_and_writes_atomically(tmp_path):
     shared = [tuple(int(v, 16) for v in s[:3]) for s in HTML_SPAN.findall(render_html(rows, scale="page"))]
     assert sum(shared[1]) > sum(rgb[1]) and shared[3] == rgb[3]
     assert "max |s| = 0.4" in page and "max |s|" not in render_html(rows, scale=2.0).split("<table>")[1]
+
+
+def test_html_bold_word_per_row():
+    page = render_html([("a", ["x", "y"], [1.0, 0.0]), ("b", ["x"], [0.5])], bold=[1, None])
+    bold = re.findall(r'style="[^"]*font-weight:bold[^"]*" title="[^"]*">([^<]*)</span>', page)
+    assert bold == ["y"]
+    with pytest.raises(ValueError, match="bold has 1 entries for 2 rows"):
+        render_html([("a", ["x"], [1.0]), ("b", ["x"], [0.5])], bold=[0])

@@ -1,5 +1,6 @@
-"""The `libra-jax` command line: one module per command (explain, evaluate, run, train, demo), the shared
-vocabulary in `options` (`--model`, `--checkpoint`, `--model-kw`, `--method`, `--rules`), the parser in `commands`.
+"""The `libra-jax` command line: one module per command (explain, evaluate, run, train, demo; `explain` dispatches
+from `explain_command` to its image, text-classifier and decoder modules), the shared vocabulary in `options`
+(`--model`, `--checkpoint`, `--model-kw`, `--method`, `--rules`), the parser in `commands`.
 
     libra-jax explain --model synthetic_vit --image pair.png --method libra_fullgrad_plus gradcam
     libra-jax evaluate --model synthetic_vit --method ixg fullgrad --rules vanilla libra --n 200

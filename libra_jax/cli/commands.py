@@ -9,28 +9,35 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from libra_jax.cli import demo, evaluate, explain, run, train
+from libra_jax.cli import demo, evaluate, explain_command, run, train
 from libra_jax.cli.options import UserError
 from libra_jax.run.lock import folder_lock
 from libra_jax.weights import hub
+from libra_jax.weights.atomic import check_destination
 
-COMMANDS = {"explain": explain, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
+COMMANDS = {"explain": explain_command, "demo": demo, "evaluate": evaluate, "run": run, "train": train}
 
 LOCKED_FOLDER = {
-    "explain": lambda args: os.path.dirname(os.path.abspath(args.out)),
+    "explain": lambda args: os.path.dirname(os.path.abspath(explain_command.output_path(args))),
     "demo": lambda args: args.out,
     "evaluate": lambda args: args.out,
 }
 """The output folder each command holds locked while it writes (`run` locks inside `run_dataset`)."""
 
+OUTPUT_FILE = {"explain": lambda args: args.out}
+"""The output file a command writes, checked before any work: a folder or a device there is an error at once."""
+
 
 def _user_errors(name: str, command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run `command` holding its output folder's lock; bad paths and values from a library function (including a
-    folder locked by another run) become one-line user errors, hub failures worded for the command line."""
-    folder = LOCKED_FOLDER.get(name)
+    folder locked by another run, or one that cannot be written) become one-line user errors, hub failures worded
+    for the command line."""
+    folder, output = LOCKED_FOLDER.get(name), OUTPUT_FILE.get(name)
 
     def wrapped(args: argparse.Namespace) -> int:
         try:
+            if output:
+                check_destination(output(args))
             with folder_lock(folder(args)) if folder else contextlib.nullcontext():
                 return command(args)
         except (OSError, ValueError) as e:

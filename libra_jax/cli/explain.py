@@ -1,4 +1,5 @@
-"""`libra-jax explain`: top-5 classes and heat-map overlays for one or more images.
+"""`libra-jax explain --image`: top-5 classes and heat-map overlays for one or more images (the command's
+dispatch, and its text modules, are in cli/explain_command.py).
 
     libra-jax explain --model vit_base_patch16_224.augreg2_in21k_ft_in1k --image cat.png \\
         --method libra_fullgrad_plus gradcam --out heat.png
@@ -23,19 +24,32 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from libra_jax import image_text, labels, viz
-from libra_jax.cli.options import UserError, add_method_arguments, add_model_arguments, methods_from, model_from
+from libra_jax.cli.options import (
+    UserError,
+    add_method_arguments,
+    add_model_arguments,
+    methods_from,
+    model_from,
+    require_kind,
+)
 from libra_jax.preprocess import preprocess
 from libra_jax.run import predict_and_attribute
 from libra_jax.weights import hub, registry
 
-HELP = "explain images with attribution maps (top-5 + heat-map PNG)"
+
+def class_target(text: str) -> int | str:
+    """--target: a class index, or (text classifiers) a label name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, method and image arguments (--target and --out are shared with the text modules)."""
     add_model_arguments(p)
     p.add_argument(
         "--image",
-        required=True,
         action="extend",
         nargs="+",
         metavar="FILE",
@@ -44,20 +58,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_method_arguments(p, ["libra_fullgrad_plus"])
     p.add_argument(
         "--target",
-        type=int,
+        type=class_target,
         action="append",
-        help="class index to explain (default: each image's top-1 class); repeat for several classes, one row each",
+        help="class index to explain (text classifiers: or a label name; default: each input's top-1 class);"
+        " repeat for several classes, one row each",
     )
     p.add_argument(
         "--prompt",
         action="append",
         metavar="TEXT",
-        help="image–text models (CLIP / SigLIP: --model is an open_clip or HF repo / folder): explain the"
-        " image–text logit of this prompt; repeat for several prompts, one map per prompt",
+        help="with --image, image–text models (CLIP / SigLIP: --model is an open_clip or HF repo / folder): explain"
+        " the image–text logit of this prompt; repeat for several prompts, one map per prompt. Without --image, a"
+        " decoder LM's prompt (see --generate)",
     )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the map colours (default 0.5)")
     p.add_argument("--scale", type=int, default=1, help="enlarge every panel this many times (small models' crops)")
-    p.add_argument("--out", default="heat.png", help="output PNG: input image and one overlay per method, per row")
+    p.add_argument(
+        "--out",
+        help="images: output PNG, the input and one overlay per method, per row (default heat.png); text: the HTML"
+        " page, one row per method / generated token (default explain.html)",
+    )
 
 
 def read_image(path: str) -> np.ndarray:
@@ -69,6 +89,8 @@ def read_image(path: str) -> np.ndarray:
         raise UserError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise UserError(f"cannot decode image file {path}: not a known image format") from None
+    except Image.DecompressionBombError as e:  # not an OSError: PIL refuses to decode it at all
+        raise UserError(f"cannot read image file {path}: too large to decode safely ({e}); downscale it") from None
     except OSError as e:
         raise UserError(f"cannot read image file {path}: {e}") from None
 
@@ -139,10 +161,13 @@ def run(args: argparse.Namespace) -> int:
     if args.prompt:
         return explain_prompts(args, methods, images)
     model, params, _ = model_from(args)
+    require_kind(model, args.model, "image", "--image")
     num_classes = model.config.num_classes
     if num_classes <= 0:
         raise UserError(f"model {args.model!r} has no classifier head; there is no class to explain")
     for target in args.target or []:
+        if isinstance(target, str):
+            raise UserError(f"--target {target!r}: image models take class indices")
         if not 0 <= target < num_classes:
             raise UserError(
                 f"--target {target} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"

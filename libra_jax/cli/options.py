@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from libra_jax.methods.names import resolve_methods
 from libra_jax.rules import PRESETS
+from libra_jax.text.checkpoints import checkpoint_kind, load_text_model
 from libra_jax.trained import EMBEDDED, load_model  # the one place the commands reach the embedded models
 from libra_jax.weights import hub
 
@@ -101,9 +102,34 @@ def methods_from(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
         raise UserError(str(e)) from None
 
 
+KINDS = {
+    "image": ("an image model", "--image FILE"),
+    "text_classifier": ("a text classifier", "--text TEXT"),
+    "decoder": ("a decoder language model", "--prompt TEXT"),
+}
+"""`Capabilities.kind` → (what it is, in words; the `explain` input it takes)."""
+
+
 def model_from(args: argparse.Namespace):
-    """(model, params, benchmark config or None) of --model / --checkpoint / --model-kw."""
+    """(model, params, benchmark config or None) of --model / --checkpoint / --model-kw. A Hugging Face text
+    checkpoint (a folder or 'org/name' repo whose config.json names a BERT-family or decoder model_type) loads
+    through `libra_jax.text.checkpoints`; everything else through `libra_jax.load`."""
     try:
+        if checkpoint_kind(args.model) is not None:
+            if args.checkpoint or args.model_kw:
+                raise UserError(
+                    f"{args.model} is a Hugging Face text checkpoint, loaded as stored: drop --checkpoint / --model-kw"
+                )
+            return (*load_text_model(args.model), None)
         return load_model(args.model, args.checkpoint, **dict(args.model_kw))
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"cannot load model {args.model!r}: {hub.cli_message(e)}") from None
+
+
+def require_kind(model, name: str, kind: str, flag: str) -> None:
+    """UserError unless `model` is of `kind` (`Capabilities.kind`): `flag` needs one, and the error names the
+    input the model does take."""
+    have = model.capabilities.kind
+    if have != kind:
+        what, usage = KINDS[have]
+        raise UserError(f"{flag} explains {KINDS[kind][0]}, but {name!r} is {what}: explain it with {usage}")

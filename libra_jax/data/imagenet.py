@@ -105,6 +105,9 @@ def _stack(items: list[Item]) -> dict:
 class EvalDataset(abc.ABC):
     """Base of the datasets below: indexing, batching and the record of skipped files."""
 
+    root: pathlib.Path | None = None
+    """The folder `source_of` names files relative to (None: a source is the example's `path_of`)."""
+
     def __init__(self, data_config: DataConfig):
         self.data_config = data_config
         self.skipped: list[tuple[str, str]] = []  # (path, reason), each bad file once
@@ -115,6 +118,11 @@ class EvalDataset(abc.ABC):
     @abc.abstractmethod
     def path_of(self, i: int) -> str:
         """Where example i comes from (without decoding it)."""
+
+    def source_of(self, i: int) -> str:
+        """Example i's name in run results: its file relative to `root` ('n01440764/x.JPEG'), else `path_of(i)`."""
+        path = self.path_of(i)
+        return path if self.root is None else pathlib.Path(os.path.relpath(path, self.root)).as_posix()
 
     @abc.abstractmethod
     def _load(self, i: int) -> Item:

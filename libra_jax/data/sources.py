@@ -28,10 +28,18 @@ class ImageListDataset(EvalDataset):
       paths: image files (a path that does not exist or cannot be decoded is skipped when read).
       data_config: the model's preprocessing (resize + crop; see `eval_geometry`).
       labels: one label per path, or None.
+      root: the folder run results name the files relative to (None: as given).
     """
 
-    def __init__(self, paths: Sequence[str], data_config: DataConfig, labels: Sequence[int] | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        data_config: DataConfig,
+        labels: Sequence[int] | None = None,
+        root: str | os.PathLike | None = None,
+    ):
         super().__init__(data_config)
+        self.root = None if root is None else pathlib.Path(root)
         if not paths:
             raise ValueError("no images given")
         if labels is not None and len(labels) != len(paths):
@@ -47,7 +55,7 @@ class ImageListDataset(EvalDataset):
         paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
         if not paths:
             raise ValueError(f"no images ({', '.join(IMG_EXTENSIONS)}) under {root}")
-        return cls(paths, data_config)
+        return cls(paths, data_config, root=root)
 
     @classmethod
     def from_list(cls, list_file: str | os.PathLike, data_config: DataConfig) -> ImageListDataset:
@@ -69,7 +77,8 @@ class ImageListDataset(EvalDataset):
             number = next(n for n, _, label in rows if (label is None) != (rows[0][2] is None))
             raise ValueError(f"line {number} of {list_file}: either every line has a label or none does")
         paths = [str(list_file.parent / path) for _, path, _ in rows]
-        return cls(paths, data_config, None if rows[0][2] is None else [label for _, _, label in rows])
+        labels = None if rows[0][2] is None else [label for _, _, label in rows]
+        return cls(paths, data_config, labels, root=list_file.parent)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from libra_jax.weights.keymap import match_rule
+
 Transform = Callable[[np.ndarray], np.ndarray] | None
 Table = Sequence[tuple[str, str, Transform]]
 
@@ -50,13 +52,6 @@ BLOCK_RENAMES: Table = (
 )
 
 
-def _apply(table: Table, key: str) -> tuple[str, Transform] | None:
-    for pattern, replacement, fn in table:
-        if re.fullmatch(pattern, key):
-            return re.sub(f"^(?:{pattern})$", replacement, key), fn
-    return None
-
-
 def blocks(prefix: str, target: str) -> Table:
     """Rules mapping `<prefix>.<i>.<block key>` to `<target>.<i>.<our block key>`."""
     return tuple(
@@ -74,7 +69,7 @@ def rename(state: Mapping[str, np.ndarray], table: Table) -> dict[str, np.ndarra
     """Rename (and re-lay-out) every key of `state` by `table`; unmatched keys are kept as they are."""
     out: dict[str, np.ndarray] = {}
     for key, value in state.items():
-        hit = _apply(table, key)
+        hit = match_rule(table, key)
         new, fn = hit if hit is not None else (key, None)
         if new in out:
             raise ValueError(f"two checkpoint keys map to {new!r} (the second is {key!r})")

@@ -22,6 +22,8 @@ hirescam = named("hirescam", "vanilla")
 libra_hirescam = named("hirescam", "libra")
 gradcam = named("gradcam", "vanilla")
 libra_gradcam = named("gradcam", "libra")
+xgradcam = named("xgradcam", "vanilla")
+libra_xgradcam = named("xgradcam", "libra")
 xgradcam_plus = named("xgradcam_plus", "vanilla")
 libra_xgradcam_plus = named("xgradcam_plus", "libra")
 gradsam = named("gradsam", "vanilla")
@@ -69,6 +71,8 @@ __all__ = [
     "libra_hirescam",
     "gradcam",
     "libra_gradcam",
+    "xgradcam",
+    "libra_xgradcam",
     "xgradcam_plus",
     "libra_xgradcam_plus",
     "gradsam",

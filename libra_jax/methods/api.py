@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from libra_jax import validate
 from libra_jax.methods import core, integrated, legrad, lrp, lrp_text, maps, requirements
@@ -25,7 +26,7 @@ REQUIREMENTS = {**maps.REQUIREMENTS, **lrp.REQUIREMENTS, **legrad.REQUIREMENTS}
 LRP_PRESETS = ("attnlrp", "cp_lrp", "decompx")
 """Methods that are IxG under their own backward preset (README, "Methods")."""
 
-_TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias")
+_TARGET_DEPENDENT = ("target", "g", "attn_grad", "bias", "g_words")
 
 
 def multi_pass_function(model, name: str) -> Callable:
@@ -52,15 +53,51 @@ def _method_options(fn: Callable, skip: int) -> set[str]:
     return set(list(inspect.signature(fn).parameters)[skip:])
 
 
+def _names_and_rules(names: list[str], rules: str | Rules | None) -> tuple[dict[str, str], Rules]:
+    """{name: method} and the one pass's rules. A name that implies a preset ('attnlrp', 'libra_gradcam') is
+    accepted when `rules` is None (the preset is then the pass's) or names the same rules."""
+    bases, implied = {}, {}
+    for name in names:
+        base, preset = resolve_method(name)  # raises for names that mean nothing
+        bases[name] = base
+        if name != base:
+            implied[name] = preset
+    presets = set(implied.values())
+    if len(presets) > 1:
+        raise ValueError(
+            f"methods {sorted(implied)} imply different rule presets {sorted(presets)}, and one attribution call"
+            " runs one backward pass under one set of rules: make one call per preset"
+        )
+    if not presets:
+        return bases, get_rules("libra" if rules is None else rules)
+    (preset,) = presets
+    if rules is None:
+        return bases, get_rules(preset)
+    given = get_rules(rules)
+    if given.replace(name=preset) != PRESETS[preset]:
+        name = next(iter(implied))
+        raise ValueError(
+            f"{name!r} is method {bases[name]!r} under the {preset!r} rules, but rules={given.name!r} was given:"
+            f" leave rules out (or pass rules={preset!r}), or call attribution(model, {bases[name]!r}, rules=...)"
+        )
+    return bases, given
+
+
+def _pixel_output(name: str, kwargs: dict, space: str) -> bool:
+    """Whether method `name` with options `kwargs` returns pixel maps (H, W) instead of token maps."""
+    return space == "pixels" or (name == "legrad" and kwargs.get("postprocess") == "official")
+
+
 def attribution(
     model,
     method: str | Sequence[str],
-    rules: str | Rules = "libra",
+    rules: str | Rules | None = None,
     target: str | Callable | None = None,
     return_tokens: bool = False,
     check_inputs: bool = True,
     chunk_size: int | None = None,
     return_logits: bool = False,
+    space: str = "tokens",
     **options,
 ) -> Callable:
     """Build a pure attribution function `fn(params, x, y)`.
@@ -68,8 +105,12 @@ def attribution(
     Args:
       model: a libra-jax model (from `libra_jax.load`; any model implementing models/contract.py).
       method: a method name (see `METHODS`) or a list of them. All single-pass methods in a
-        list share ONE forward and ONE backward pass; IG / SmoothGrad add their own passes.
-      rules: a preset name (`libra_jax.rules.PRESETS`) or a `Rules`.
+        list share ONE forward and ONE backward pass; IG / SmoothGrad add their own passes. The names that imply
+        a preset (`resolve_method`: 'attnlrp', 'cp_lrp', 'decompx' = IxG under that preset; 'libra_<method>')
+        are accepted when `rules` is left out (every method of the call then runs under that preset) or names
+        the same rules.
+      rules: a preset name (`libra_jax.rules.PRESETS`) or a `Rules`; None: the preset the method names imply,
+        else "libra".
       target: "prob" (softmax probability, S1), "logit" (S0), or a callable
         `f(logits (K,), y) -> scalar` for one example (an attribute `y_ndim`, the rank of one
         example's y, enables several targets per image, e.g. `libra_jax.image_text.similarity_target`);
@@ -84,81 +125,132 @@ def attribution(
       return_logits: also return the model output (B, K) of the forward the single-pass methods
         read (a plain forward when only multi-pass methods are asked for): fn returns (maps, logits),
         so a prediction and its explanation come out of one forward.
+      space: where `ixg`, `ig` and `smoothgrad` take their gradients: "tokens" (the token embeddings h₀, default)
+        or "pixels" (the normalised input image, as Captum's InputXGradient / IntegratedGradients / NoiseTunnel
+        on the image tensor; image models only, and only these three methods in the call): maps (B, H, W).
       **options: method options, routed by name (e.g. `steps=` for IG, `start_layer=` for
-        rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad).
+        rollout/genatt, `head_bias=` for FullGrad, `internal_batch_size=` for IG/SmoothGrad). For `ixg`, `ig`
+        and `smoothgrad`: `per_channel=True` keeps the channel axis (token maps (B, gh, gw, C) or (B, N, C) with
+        return_tokens, pixel maps (B, H, W, C)); their channel sums are the default maps. `ig`: `baseline=`
+        "zero" (default: the zero token embedding / zero normalised image), "black" (black pixels in the model's
+        normalisation), "blur" (the input blurred, σ = `integrated.BLUR_SIGMA` pixels) or a normalised image
+        array (H, W, C), or (B, H, W, C) one per example; in token space an image baseline enters as its
+        embedding. `smoothgrad`: `noise_key=` (a jax PRNG key; build `attribution` inside a jitted function to
+        pass a new key per batch without recompiling), `sigma=` (absolute noise σ in the units of the space;
+        default `noise_level`·(max − min) of the input). `legrad`: `postprocess="official"` (pixel maps
+        (B, H, W), upsampled before the min-max as the official CLIP code).
     Returns:
       fn(params, x, y): x a batch of inputs ((B, H, W, C) normalised NHWC float images for vision models, a
         `TextInputs` (B, N) for text models); y int (B,) class indices (for a decoder with
         target=`text.next_token.next_token_target()`: (B, 2) (position, token) pairs), or
       (B, K) class weights, or (B, T) / (B, T, K) for T targets per image (one forward, the
       backward vmapped over targets; maps then get a T axis after B). Returns a (B, gh, gw) or
-      (B, N) map (or a dict of them for a list of methods), float32 whatever the model's compute dtype.
-      Works under `jax.jit` and `jax.vmap`.
+      (B, N) map (or a dict of them, keyed by the given names, for a list of methods), float32 whatever the
+      model's compute dtype. Works under `jax.jit` and `jax.vmap`.
     """
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size}")
     names = [method] if isinstance(method, str) else list(method)
     if not names:
         raise ValueError("no method requested")
-    for name in names:
-        if name not in METHODS:
-            base, preset = resolve_method(name)  # raises for names that mean nothing
-            raise ValueError(
-                f"{name!r} is method {base!r} under the {preset!r} rules: call "
-                f"attribution(model, {base!r}, rules={preset!r}) or libra_jax.methods.{name}(model)"
-            )
-    rules = get_rules(rules)
+    bases, rules = _names_and_rules(names, rules)
     target_fn = core.target_function(rules, target)
     layout, num_classes = model.layout, model.capabilities.num_classes
     for name in names:
-        check_model(model, name)
+        check_model(model, bases[name])
+    integrated.check_space(model, space)
+    if space == "pixels":
+        others = [n for n in names if bases[n] not in integrated.PIXEL_METHODS]
+        if others:
+            raise ValueError(
+                f"space='pixels' applies to {list(integrated.PIXEL_METHODS)} only; request {others} in a separate"
+                " attribution call (their maps live on the tokens)"
+            )
 
-    single = [n for n in names if n in maps.SINGLE_PASS]
-    multi_pass = [n for n in names if n in MULTI_PASS]
-    opts = {n: _method_options(maps.SINGLE_PASS[n], 2) for n in single}
-    multi_fns = {n: multi_pass_function(model, n) for n in multi_pass}
-    opts |= {n: _method_options(multi_fns[n], 6) for n in multi_pass}
+    def function(name: str) -> Callable:
+        """The method's function: a record reader (single pass) or fn(model, params, x, y, rules, target, ...)."""
+        base = bases[name]
+        if space == "pixels" and base == "ixg":
+            return integrated.pixel_ixg
+        return maps.SINGLE_PASS[base] if base in maps.SINGLE_PASS else multi_pass_function(model, base)
+
+    single = [] if space == "pixels" else [n for n in names if bases[n] in maps.SINGLE_PASS]
+    multi_pass = [n for n in names if n not in single]
+    opts = {n: _method_options(function(n), 2 if n in single else 6) for n in names}
     unused = set(options) - set().union(*opts.values())
     if unused:
         raise TypeError(f"options {sorted(unused)} are not accepted by methods {names}")
     kwargs = {n: {k: v for k, v in options.items() if k in opts[n]} for n in names}
+    for n in names:
+        if "space" in opts[n]:
+            kwargs[n]["space"] = space
+    pixel = {n: _pixel_output(bases[n], kwargs[n], space) for n in names}
+    if return_tokens and any(pixel.values()):
+        raise ValueError(
+            f"return_tokens=True asks for token maps, but {[n for n in names if pixel[n]]} give pixel maps"
+        )
+    batched_options = integrated.BATCHED_OPTIONS
+    per_example_options = {
+        k: v for k, v in options.items() if k in batched_options and np.ndim(v) == batched_options[k] + 1
+    }
+    reads = {n: maps.probes_read(bases[n], kwargs[n]) for n in single}
+    for n in single:
+        requirements.check(model, bases[n], tuple(requirements.optional_probe(bases[n], k) for k in reads[n]))
+    probes = tuple(sorted(set().union(*reads.values())))
+    target_dependent = (*_TARGET_DEPENDENT, *(f"{k}_grad" for k in probes))
 
     def read_maps(rec):
-        return {n: maps.SINGLE_PASS[n](rec, model, **kwargs[n]) for n in single}
+        return {n: function(n)(rec, model, **kwargs[n]) for n in single}
 
-    def per_example(params, x, y, multi):
+    def per_example(params, x, y, batched, multi):
         out = {}
         if single:
-            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi)
+            rec = core.single_pass(model, params, x, y, rules, target_fn, multi=multi, probes=probes)
             logits = rec["logits"]
             if multi:
-                parts = {k: rec[k] for k in _TARGET_DEPENDENT}
+                parts = {k: rec[k] for k in target_dependent if k in rec}  # g_words: text models only
                 out |= jax.vmap(lambda p: read_maps({**rec, **p}))(parts)
             else:
                 out |= read_maps(rec)
         for n in multi_pass:
-            run = functools.partial(multi_fns[n], model, params, x, rules=rules, target=target_fn, **kwargs[n])
+            mine = kwargs[n] | {k: v for k, v in batched.items() if k in opts[n]}
+            run = functools.partial(function(n), model, params, x, rules=rules, target=target_fn, **mine)
             out[n] = jax.vmap(run)(y) if multi else run(y)
         if not return_logits:
             return out, None
         return out, logits if single else model.apply({"params": params}, x, rules)[0]
 
+    def shown(name: str, maps_: jax.Array) -> jax.Array:
+        """Token maps (B, [T,] N[, C]) → the layout's maps; pixel maps and return_tokens as they are."""
+        if pixel[name] or return_tokens:
+            return maps_
+        if kwargs[name].get("per_channel", False):
+            return jnp.moveaxis(layout.to_map(jnp.moveaxis(maps_, -1, 0)), 0, -1)
+        return layout.to_map(maps_)
+
     def fn(params, x, y):
         validate.require_targets(y)
         x = jax.tree.map(jnp.asarray, x)
         y = jnp.asarray(y)
+        batch = jax.tree.leaves(x)[0].shape[0]
         if check_inputs:
             model.check_inputs(x)
             if not callable(target):
-                validate.check_targets(y, num_classes, jax.tree.leaves(x)[0].shape[0])
+                validate.check_targets(y, num_classes, batch)
+        for k, v in per_example_options.items():
+            if jnp.shape(v)[0] != batch:
+                raise ValueError(
+                    f"{k} holds {jnp.shape(v)[0]} examples' values but the batch has {batch}: pass one value for"
+                    " every example, or one shared by all (without the batch axis)"
+                )
         multi = y.ndim == 2 + target_rank(target, y)
         if chunk_size is None:
-            out, logits = jax.vmap(per_example, in_axes=(None, 0, 0, None))(params, x, y, multi)
+            out, logits = jax.vmap(per_example, in_axes=(None, 0, 0, 0, None))(params, x, y, per_example_options, multi)
         else:  # vmapped within a chunk, sequential over chunks (a remainder chunk is vmapped on its own)
-            out, logits = jax.lax.map(lambda xy: per_example(params, *xy, multi), (x, y), batch_size=chunk_size)
-        out = jax.tree.map(core.to_float32, out)
-        if not return_tokens:
-            out = {k: layout.to_map(v) for k, v in out.items()}
+            out, logits = jax.lax.map(
+                lambda xyb: per_example(params, *xyb, multi), (x, y, per_example_options), batch_size=chunk_size
+            )
+        out = {n: shown(n, core.to_float32(v)) for n, v in out.items()}
         out = out[names[0]] if isinstance(method, str) else out
         return (out, logits) if return_logits else out
 

@@ -12,14 +12,14 @@ Everything here is per example (no batch axis); `libra_jax.attribution` vmaps it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax.traverse_util import flatten_dict
+from flax.traverse_util import flatten_dict, unflatten_dict
 
-from libra_jax.models.contract import PROBES, probe_at
+from libra_jax.models.contract import OPTIONAL_PROBES, PROBES, probe_at
 from libra_jax.rules import Rules
 
 Target = Callable[[jax.Array, Any], jax.Array]
@@ -47,15 +47,22 @@ def target_function(rules: Rules, target: str | Target | None) -> Target:
     return f
 
 
-def probe_template(model, x) -> dict:
+def probe_template(model, x, optional: Sequence[str] = ()) -> dict:
     """Zero probes for one example x (an image (H, W, C) or a model's input pytree), shaped by tracing
-    `model.init` abstractly."""
+    `model.init` abstractly; of the `OPTIONAL_PROBES` (models/contract.py) only the kinds in `optional`."""
+    unknown = set(optional) - set(OPTIONAL_PROBES)
+    if unknown:
+        raise ValueError(f"unknown optional probes {sorted(unknown)}; expected some of {sorted(OPTIONAL_PROBES)}")
     spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)), x)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)[PROBES]
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    shapes = flatten_dict(jax.eval_shape(model.init, jax.random.PRNGKey(0), spec)[PROBES])
+    # a probe left out of the template is not applied at all (models/layers.py `probe`): no cost when unread
+    skipped = {name for kind, name in OPTIONAL_PROBES.items() if kind not in optional}
+    return unflatten_dict({k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items() if k[-1] not in skipped})
 
 
-def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool = False) -> dict:
+def single_pass(
+    model, params, x, y, rules: Rules, target: Target, multi: bool = False, probes: Sequence[str] = ()
+) -> dict:
     """Forward + backward for one example.
 
     Args:
@@ -66,18 +73,26 @@ def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool =
       rules: backward rules.
       target: f(logits, y) → scalar.
       multi: explain T targets from the one forward (the backward is vmapped over them).
+      probes: `OPTIONAL_PROBES` kinds to record too (the model must offer them: `Capabilities.optional_probes`).
     Returns:
       dict with 'logits' (K,), 'mask' (N,) bool (False at padding), 'target' f, 'h' [h_0..h_L] (N, C) each,
       'g' [g_0..g_L], 'attn' [A_l (H, N, N)], 'attn_grad' [∂f/∂A_l], 'post_attn' [residual after attention add],
-      'bias' {probe path: bias map}, plus 'pool_attn' when the model has an attention pool.
-      With `multi`, target-dependent entries get a leading T axis.
+      'bias' {probe path: bias map}, plus 'pool_attn' when the model has an attention pool, and per kind k of
+      `probes` 'k' [block l's value] and 'k_grad' [its gradient] (e.g. 'norm1' / 'norm1_grad', (N, C) each),
+      and 'words' (N, C) with 'g_words' = ∂f/∂words when a text model reports its word embeddings (aux 'words').
+      With `multi`, target-dependent entries ('target', 'g', 'attn_grad', 'bias', 'g_words', the '_grad' of
+      `probes`) get a leading T axis.
     """
-    probes = probe_template(model, x)
+    missing = set(probes) - set(model.capabilities.optional_probes)
+    if missing:
+        offered = model.capabilities.optional_probes
+        raise ValueError(f"this model does not record the probes {sorted(missing)}; it offers {list(offered)}")
+    template = probe_template(model, x, probes)
 
     def forward(p):
         return model.apply({"params": params, PROBES: p}, x, rules)
 
-    logits, vjp_fn, aux = jax.vjp(forward, probes, has_aux=True)
+    logits, vjp_fn, aux = jax.vjp(forward, template, has_aux=True)
 
     def backward(yi):
         f, df = jax.value_and_grad(lambda z: target(z, yi))(logits)
@@ -102,6 +117,11 @@ def single_pass(model, params, x, y, rules: Rules, target: Target, multi: bool =
     }
     if "pool_attn" in aux:
         record["pool_attn"] = aux["pool_attn"]
+    for kind in probes:
+        record[kind] = [b[kind] for b in blocks]
+        record[f"{kind}_grad"] = [probe_at(grads, kind, i) for i in depth]
+    if "words" in aux:
+        record["words"], record["g_words"] = aux["words"], probe_at(grads, "words")
     return jax.tree.map(to_float32, record)  # maps accumulate in float32 even when the model computes in bf16
 
 

@@ -30,9 +30,9 @@ of the "empty prompt" embedding, patches where min-max(Σ_l E∅_l) > 0.8 are ze
 min-max.
 
 Differences from the official code: min-max runs on the patch grid (the CLIP path upsamples
-first, reproduced by `upsampled`; the SigLIP path does the same as here); the MAP path keeps the
-final norm before the pool, as the model's forward does, unless `pool_norm=False` (the official
-SigLIP path skips `trunk.norm`).
+first, reproduced by `upsampled` and `postprocess="official"`; the SigLIP path does the same as
+here); the MAP path keeps the final norm before the pool, as the model's forward does, unless
+`pool_norm=False` (the official SigLIP path skips `trunk.norm`).
 """
 
 from __future__ import annotations
@@ -202,8 +202,9 @@ def legrad(
     normalize: bool = True,
     pool_norm: bool = True,
     empty: jax.Array | None = None,
+    postprocess: str = "grid",
 ) -> jax.Array:
-    """LeGrad token map (N,) for one example; prefix entries are 0.
+    """LeGrad token map (N,) for one example, prefix entries 0; a pixel map (H, W) with postprocess="official".
 
     Runs its own pass (one forward with local backward passes), also when requested with other
     methods in one `attribution` call. Every rule preset applies inside the local backward passes.
@@ -218,7 +219,19 @@ def legrad(
       pool_norm: apply the final norm before the MAP pool (False: the official SigLIP path).
       empty: image–text models: the "empty prompt" target (official SigLIP correction, see the module
         docstring); None: no correction.
+      postprocess: "grid" (default): min-max over the patch tokens; "official": the official CLIP path's
+        min-max(Σ_l bilinear-upsample(E_l)) over the pixels (`upsampled`), returning (H, W). Same ranking of the
+        patches; values differ by the interpolation. Not for the MAP path, which the official code min-maxes on
+        the grid as the default does (then upsamples: `libra_jax.viz.to_pixels(maps, size, "bilinear")`).
     """
+    if postprocess not in ("grid", "official"):
+        raise ValueError(f"legrad postprocess must be 'grid' or 'official'; got {postprocess!r}")
+    if postprocess == "official" and (not normalize or empty is not None or model.capabilities.attention_pool):
+        raise ValueError(
+            "legrad postprocess='official' is the CLIP path's upsample-then-min-max: it normalises (normalize=True)"
+            " and has no empty-prompt correction or MAP pool; the official MAP path min-maxes on the grid, as"
+            " postprocess='grid' does"
+        )
     npt = model.layout.num_prefix
     run = functools.partial(
         layer_maps,
@@ -231,6 +244,8 @@ def legrad(
         pool=pool,
         pool_norm=pool_norm,
     )
+    if postprocess == "official":
+        return upsampled(model.layout.to_map(run(y)), x.shape[-3:-1])
     relevance = run(y).mean(0)
     if empty is not None:
         null = _minmax(run(empty).mean(0)[npt:])

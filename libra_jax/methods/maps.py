@@ -70,9 +70,31 @@ def all_biases(rec: dict, model, head_bias: bool = True) -> jax.Array:
     return total + groups["head"] if head_bias else total
 
 
-def ixg(rec, model):
-    """Input × gradient at the token embeddings: IxG_0."""
-    return ixg_layers(rec)[0]
+EMBEDDINGS = ("input", "word")
+"""Where `ixg` takes input × gradient: h₀ (every input embedding summed) or the word embeddings alone."""
+
+
+def ixg(rec, model, embedding: str = "input", per_channel: bool = False):
+    """Input × gradient at the token embeddings: IxG (N,), or the product per channel (N, C) with `per_channel`.
+
+    embedding="input" (default, the ViT convention): IxG_0 = Σ_c h₀·∂f/∂h₀, h₀ the summed input embeddings
+    (word + position + token type for BERT). embedding="word" (LXT's convention, text models):
+    Σ_c w·∂f/∂w at the word-embedding lookup w alone (record 'words' / 'g_words'); the position / type
+    embeddings' share is then left out of the map, so under `libra_logit` the map plus that share plus the
+    bias maps sums to the logit.
+    """
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f"ixg embedding must be one of {EMBEDDINGS}; got {embedding!r}")
+    if embedding == "input":
+        u, g = rec["h"][0], rec["g"][0]
+    elif "words" not in rec:
+        raise ValueError(
+            "ixg(embedding='word') reads the word embeddings of a text model; this model reports none (an image"
+            " model): use embedding='input'"
+        )
+    else:
+        u, g = rec["words"], rec["g_words"]
+    return u * g if per_channel else (u * g).sum(-1)
 
 
 def fullgrad(rec, model, head_bias: bool = True, unassigned_bias: bool = False):
@@ -103,22 +125,86 @@ def fullgrad_plus_skip(rec, model, head_bias: bool = True):
     return sum(ixg[mid:]) + fullgrad_layers(rec, model, head_bias)[mid] - ixg[mid]
 
 
-def hirescam(rec, model):
-    """HiResCAM: IxG at the input of the last block."""
-    return ixg_layers(rec)[-1]
+CAM_METHODS = ("hirescam", "gradcam", "xgradcam", "xgradcam_plus")
+"""The class-activation maps: one activation (`layer=`) weighted by its gradient."""
+
+PREFIX_TOKENS = ("include", "exclude")
+"""Which tokens give the CAM channel weights: every token (LibraGrad) or the content tokens only (pytorch-grad-cam,
+whose ViT reshape drops the prefix)."""
 
 
-def gradcam(rec, model):
-    """GradCAM on the last block input: channel weights = mean of g over all tokens; signed."""
-    h, g = rec["h"][-2], rec["g"][-2]
-    return h @ g.mean(-2)
+def cam_activation(rec: dict, model, layer: int | str) -> tuple[jax.Array, jax.Array]:
+    """The CAM layer's activation and its gradient, (N, C) each.
+
+    layer: a block index l (h_l, the input of block l; negative from the end, so −1 is the last block's input,
+      LibraGrad's CAM layer) or "norm1" (the last block's first norm output, pytorch-grad-cam's documented ViT
+      target `blocks[-1].norm1`; the record must hold it: `probes_read`).
+    """
+    depth = len(rec["h"]) - 1
+    if layer == "norm1":
+        if "norm1" not in rec:
+            raise ValueError("layer='norm1' needs a record with the norm1 outputs: single_pass(..., probes=('norm1',))")
+        return rec["norm1"][-1], rec["norm1_grad"][-1]
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -depth <= layer < depth:
+        raise ValueError(
+            f"CAM layer must be a block index in [{-depth}, {depth - 1}] (the input of that block; -1, the last"
+            f" block's, is the default) or 'norm1' (the last block's first norm output); got {layer!r}"
+        )
+    return rec["h"][layer % depth], rec["g"][layer % depth]
 
 
-def xgradcam_plus(rec, model):
-    """XGradCAM+: w_c = Σ_t g·|h| / (Σ_t |h| + 1e-7); map = h·w (signed h)."""
-    h, g = rec["h"][-2], rec["g"][-2]
-    w = (g * jnp.abs(h)).sum(-2) / (jnp.abs(h).sum(-2) + 1e-7)
-    return h @ w
+def probes_read(method: str, options: dict) -> tuple[str, ...]:
+    """The optional probes (models/contract.py `OPTIONAL_PROBES`) that `method` reads with `options`."""
+    return ("norm1",) if method in CAM_METHODS and options.get("layer") == "norm1" else ()
+
+
+def _weight_tokens(model, prefix_tokens: str) -> slice:
+    """The tokens the channel weights average over (`PREFIX_TOKENS`)."""
+    if prefix_tokens not in PREFIX_TOKENS:
+        raise ValueError(f"prefix_tokens must be one of {PREFIX_TOKENS}; got {prefix_tokens!r}")
+    return slice(model.layout.num_prefix if prefix_tokens == "exclude" else 0, None)
+
+
+def hirescam(rec, model, layer: int | str = -1):
+    """HiResCAM: Σ_c a·g at the CAM layer (`cam_activation`); the default is IxG at the last block's input.
+
+    At that default, on a class-token-pooled pre-norm ViT under a plain LayerNorm gradient (`vanilla`), the map is a
+    near-total cancellation: a patch token reaches the output only through the last block's norm1, which is
+    scale-invariant, so Σ_c h·∂f/∂h vanishes but for the norm's eps (values ~1e-6 of the norm1 recipe's, the float32
+    result 3-50 % of its max off the float64 one). `layer="norm1"` is pytorch-grad-cam's well-conditioned recipe.
+    """
+    a, g = cam_activation(rec, model, layer)
+    return (a * g).sum(-1)
+
+
+def gradcam(rec, model, layer: int | str = -1, prefix_tokens: str = "include"):
+    """GradCAM: w = mean over tokens of g; map = a·w (signed), at the CAM layer (`cam_activation`).
+
+    Defaults: LibraGrad's definition (the last block's input, every token in the mean). pytorch-grad-cam's ViT
+    recipe is layer="norm1", prefix_tokens="exclude", before its ReLU, upsampling and min-max scaling.
+    """
+    a, g = cam_activation(rec, model, layer)
+    return a @ g[_weight_tokens(model, prefix_tokens)].mean(-2)
+
+
+def xgradcam(rec, model, layer: int | str = -1, prefix_tokens: str = "include"):
+    """XGradCAM (Fu et al. 2020) as pytorch-grad-cam computes it: w_c = Σ_t g·a / (Σ_t a + 1e-7); map = a·w.
+
+    The sums run over the tokens `prefix_tokens` picks. pytorch-grad-cam's ViT recipe is layer="norm1",
+    prefix_tokens="exclude"; its ReLU, upsampling and min-max scaling of the map are not applied here. Σ_t a is a
+    signed sum: on the residual stream (the default layer) it nearly cancels on some channels, so float32 rounding
+    reaches ~1e-4 of the map there; `xgradcam_plus` (|a|) has no such cancellation.
+    """
+    a, g = cam_activation(rec, model, layer)
+    t = _weight_tokens(model, prefix_tokens)
+    return a @ ((g[t] * a[t]).sum(-2) / (a[t].sum(-2) + 1e-7))
+
+
+def xgradcam_plus(rec, model, layer: int | str = -1, prefix_tokens: str = "include"):
+    """XGradCAM+ (LibraGrad): w_c = Σ_t g·|a| / (Σ_t |a| + 1e-7); map = a·w (signed a), at the CAM layer."""
+    a, g = cam_activation(rec, model, layer)
+    t = _weight_tokens(model, prefix_tokens)
+    return a @ ((g[t] * jnp.abs(a[t])).sum(-2) / (jnp.abs(a[t]).sum(-2) + 1e-7))
 
 
 def _relu_attn_grad(rec):
@@ -240,6 +326,7 @@ SINGLE_PASS = {
     "fullgrad_plus_skip": fullgrad_plus_skip,
     "hirescam": hirescam,
     "gradcam": gradcam,
+    "xgradcam": xgradcam,
     "xgradcam_plus": xgradcam_plus,
     "gradsam": gradsam,
     "rawatt": rawatt,

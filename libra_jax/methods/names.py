@@ -53,3 +53,13 @@ def resolve_methods(names: Sequence[str], rules: Sequence[str] | None = None) ->
                 f"method {name!r} implies the {preset!r} rules, which conflicts with --rules {' '.join(rules)}"
             )
     return out
+
+
+def by_preset(methods: MethodTable) -> dict[str, list[str]]:
+    """{preset: [method, ...]}: the distinct methods each preset of the table runs (one pass each), in order."""
+    out: dict[str, list[str]] = {}
+    for method, preset in methods.values():
+        out.setdefault(preset, [])
+        if method not in out[preset]:
+            out[preset].append(method)
+    return out

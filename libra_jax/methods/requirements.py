@@ -89,6 +89,21 @@ def head(method: str) -> Requirement:
     return missing
 
 
+def optional_probe(method: str, kind: str) -> Requirement:
+    """The model records the optional probe `kind` (`Capabilities.optional_probes`, models/contract.py)."""
+
+    def missing(caps: Capabilities) -> str | None:
+        if kind in caps.optional_probes:
+            return None
+        return (
+            f"method {method!r} at layer={kind!r} reads the last block's {kind} output, which this model does not"
+            " record (pre-norm Vision Transformers do); pass a block index instead, e.g. layer=-1 (the last block's"
+            " input)"
+        )
+
+    return missing
+
+
 def check(model, method: str, requirements: Sequence[Requirement]) -> None:
     """Raise ValueError with the first unmet requirement of `method` on `model`."""
     caps = model.capabilities

@@ -117,6 +117,17 @@ def _zero_scores(model, params, h0, order, labels, orig_logp, k, *, num_prefix, 
     return _forward_scores(model, params, tokens, labels, orig_logp, logits_dtype)
 
 
+def check_image_model(model) -> None:
+    """Raise ValueError unless `model`'s maps lie on a patch grid (an image model): the image metrics (MIF / LIF by
+    patch removal, segmentation, class discrimination on masks) mean nothing on a plain token sequence."""
+    if model.layout.grid is None:
+        raise ValueError(
+            "the image metrics (MIF / LIF token deletion, segmentation) need an image model with a patch grid; this"
+            " model's tokens are a plain sequence (a text model): score it with the text metrics"
+            " (libra_jax.metrics.deletion, libra_jax.metrics.rationale) or libra_jax.evaluate_text.evaluate_text"
+        )
+
+
 def _resolve_mode(model, mode: str | None) -> str:
     if mode is None:
         return "drop" if model.layout.droppable else "zero"
@@ -150,7 +161,10 @@ def deletion_curves(
         (jnp.bfloat16 mirrors the official code's storage); None keeps them as computed.
     Returns:
       numpy arrays: '{mif,lif}_{correct,prob,aopc,log_odds}' (R, B) and 'orig_correct', 'orig_prob' (B,).
+    Raises:
+      ValueError: a text model (`check_image_model`; libra_jax.metrics.deletion removes text tokens).
     """
+    check_image_model(model)
     mode = _resolve_mode(model, mode)
     labels = jnp.asarray(labels, jnp.int32)
     num_prefix = model.layout.num_prefix

@@ -21,7 +21,8 @@ Call forms (rank-polymorphic over leading batch axes, like `VisionTransformer`):
 It implements the model contract (models/contract.py, docs/design.md), Chefer's relevance record included
 (models/bert_relevance.py).
 
-aux: 'tokens' h₀; 'blocks': per block {'out', 'attn' A_l (H, N, N), 'post_attn' (the stream after the
+aux: 'tokens' h₀; 'words' the word embeddings alone (probe 'words'; `__call__` only);
+'blocks': per block {'out', 'attn' A_l (H, N, N), 'post_attn' (the stream after the
 attention sublayer, LN₁'s output)}; 'features' (last block output); 'pooled' (classifier input).
 Padded keys get the additive bias finfo.min (as transformers), so their attention weight is exactly 0
 and a padded sequence has exactly the logits, and its real tokens exactly the maps, of the unpadded one.
@@ -152,6 +153,7 @@ class BertClassifier(nn.Module):
         cfg = self.config
         return Capabilities(
             depth=cfg.num_layers,
+            kind="text_classifier",
             num_classes=cfg.num_classes,
             head=True,
             attention=True,
@@ -198,10 +200,15 @@ class BertClassifier(nn.Module):
 
     def embed(self, inputs) -> jax.Array:
         """h₀ = word + position (+ token type) embeddings: a `TextInputs` (..., N) → (..., N, C)."""
-        x = self.word_embeddings[inputs.ids] + self.position_embeddings[self.position_ids(inputs.ids)]
+        return self._embed(inputs)[0]
+
+    def _embed(self, inputs) -> tuple[jax.Array, jax.Array]:
+        """(h₀, the word embeddings alone (probe 'words')), both (..., N, C)."""
+        words = probe(self, "words", self.word_embeddings[inputs.ids])
+        x = words + self.position_embeddings[self.position_ids(inputs.ids)]
         if self.config.type_vocab_size:
             x = x + self.token_type_embeddings[inputs.token_type_ids]
-        return x
+        return x, words
 
     def forward_tokens(
         self,
@@ -228,7 +235,9 @@ class BertClassifier(nn.Module):
         return self.classifier(pooled)
 
     def __call__(self, inputs, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
-        return self.forward_tokens(self.embed(inputs), rules, mask=self.token_mask(inputs))
+        tokens, words = self._embed(inputs)
+        logits, aux = self.forward_tokens(tokens, rules, mask=self.token_mask(inputs))
+        return logits, Aux(**aux, words=words)
 
 
 def param_shapes(model: BertClassifier) -> dict:

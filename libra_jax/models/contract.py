@@ -8,8 +8,11 @@ and rank-polymorphic: a leading batch axis may precede every one of them.
 Probes. The methods read gradients w.r.t. intermediates from one backward pass through zero-valued
 probes in the Flax collection `PROBES` (see models/layers.py), which a model names as follows:
 `tokens` (h₀), `blocks_{l}/out` (h_{l+1}), `blocks_{l}/attn/attn` (A_l, models with attention),
-`attn_pool/attn` (the attention pool's A), and `<module path>/bias` on every bias (FullGrad's bias
-maps, placed by `bias_group`). `probe_path` spells these paths.
+`attn_pool/attn` (the attention pool's A), `words` (text models: the word-embedding lookup alone, before
+positions / token types are added or a scale applied; `ixg(embedding="word")` reads it), and `<module path>/bias`
+on every bias (FullGrad's bias maps, placed by `bias_group`). `probe_path` spells these paths. The
+`OPTIONAL_PROBES` are recorded only when a method asks for them (`core.single_pass(probes=...)`), so the default
+record costs what it did without them.
 """
 
 from __future__ import annotations
@@ -25,19 +28,31 @@ from libra_jax.rules import Rules
 PROBES = "perturbations"
 """The Flax collection of the zero-valued probes."""
 
+MODEL_KINDS = ("image", "text_classifier", "decoder")
+"""The values of `Capabilities.kind`."""
+
 BIAS_GROUPS = ("block", "pre", "end", "broadcast", "head", "unassigned")
 """Where FullGrad puts a bias map (`Model.bias_group`): inside block l; before block 0 (counted at layer 0
 only); per token after the blocks; one row added to every token; a pooled head bias (added to token 0, as
 the official implementation does); no token axis at all (left out of the maps, kept for the bookkeeping)."""
 
 
+OPTIONAL_PROBES = {"norm1": "norm1_out"}
+"""Probes a model records only on request: kind → the probe's name inside each block `blocks_{l}`. 'norm1' is
+block l's first norm output, the attention's input in a pre-norm block (BlockAux 'norm1'); a model that
+records it says so in `Capabilities.optional_probes`."""
+
+
 def probe_path(kind: str, index: int | None = None) -> tuple[str, ...]:
-    """The probe tree path of `kind`: 'tokens', 'out' / 'attn' of block `index`, or 'pool_attn'."""
+    """The probe tree path of `kind`: 'tokens', 'words', 'out' / 'attn' / an `OPTIONAL_PROBES` kind of block
+    `index`, or 'pool_attn'."""
     paths = {
         "tokens": ("tokens",),
+        "words": ("words",),
         "out": (f"blocks_{index}", "out"),
         "attn": (f"blocks_{index}", "attn", "attn"),
         "pool_attn": ("attn_pool", "attn"),
+        **{kind: (f"blocks_{index}", name) for kind, name in OPTIONAL_PROBES.items()},
     }
     if kind not in paths:
         raise ValueError(f"unknown probe kind {kind!r}; expected one of {sorted(paths)}")
@@ -82,6 +97,10 @@ class TokenLayout:
 class Capabilities:
     """What a model offers beyond the core members; methods declare which of these they need.
 
+    kind: what goes in and comes out, for code that must treat them differently (the command line): "image"
+      (images in; class logits or an embedding out), "text_classifier" (a `TextInputs` in, class logits out) or
+      "decoder" (a `TextInputs` in, next-token logits at every position out). An image model has a `data_config`
+      (mean / std): gradients at the pixels and image baselines (black, blurred) are defined for it.
     depth: number of blocks L (aux['blocks'] has L entries).
     num_classes: width of a classifier output (0: the output is not class logits, e.g. an embedding).
     head: `forward_head` turns pooled features into the explained output (a classifier or a projection).
@@ -97,9 +116,15 @@ class Capabilities:
     relevance_kind: which pass reads the `relevance_record`: "vit" (pre-norm blocks, a `RelevanceRecord`,
       methods/lrp.py) or "bert" (post-norm blocks, a `BertRelevanceRecord` of models/bert_relevance.py,
       methods/lrp_text.py).
+    centred_tokens: h₀ reaches the output only through mean-centring norms (pre-norm LayerNorm blocks and a
+      final LayerNorm), so adding a constant to all channels of a token changes nothing: Σ_c ∂f/∂h₀[t,c] = 0
+      for every token and every rule preset (both LayerNorm rules keep the mean subtraction).
+    optional_probes: the `OPTIONAL_PROBES` kinds the model records when asked (its blocks probe them and report
+      them in `BlockAux`), e.g. ('norm1',) for a pre-norm Vision Transformer.
     """
 
     depth: int
+    kind: str = "image"
     num_classes: int = 0
     head: bool = True
     attention: bool = False
@@ -109,6 +134,12 @@ class Capabilities:
     attention_pool: bool = False
     relevance_gaps: tuple[str, ...] = ("no LRP relevance pass",)
     relevance_kind: str = "vit"
+    centred_tokens: bool = False
+    optional_probes: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"Capabilities.kind={self.kind!r}; expected one of {MODEL_KINDS}")
 
 
 Requirement = Callable[[Capabilities], str | None]
@@ -117,23 +148,27 @@ Requirement = Callable[[Capabilities], str | None]
 
 class BlockAux(TypedDict):
     """What block l reports: out h_{l+1} (N, C); with attention, attn A_l (H, N, N) and post_attn (the
-    residual stream after the attention add, (N, C))."""
+    residual stream after the attention add, (N, C)); with `Capabilities.optional_probes`, each of those kinds
+    (norm1: the first norm's output (N, C))."""
 
     out: jax.Array
     attn: NotRequired[jax.Array]
     post_attn: NotRequired[jax.Array]
+    norm1: NotRequired[jax.Array]
 
 
 class Aux(TypedDict):
     """The second output of `forward_tokens`: tokens h₀ (N, C) as probed; blocks (one `BlockAux` per block);
     features (N, C) after the final norm; pooled (C,) the head's input; pool_attn (H, 1, N − prefix) for an
-    attention-pool head."""
+    attention-pool head; words (N, C) for text models called on their inputs (`__call__`, not `forward_tokens`):
+    the probed word-embedding lookup, the part of h₀ that the ids alone give."""
 
     tokens: jax.Array
     blocks: list[BlockAux]
     features: jax.Array
     pooled: jax.Array
     pool_attn: NotRequired[jax.Array]
+    words: NotRequired[jax.Array]
 
 
 @runtime_checkable

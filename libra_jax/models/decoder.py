@@ -11,7 +11,8 @@ and padded positions get exactly zero gradient (nothing real reads them).
 
 The inputs are a `TextInputs` (models/text_inputs.py; token types are not read). The model implements the
 contract (models/contract.py, docs/design.md): `aux["tokens"]` is h₀ (the word
-embeddings, ×√C for Gemma, + learned positions for GPT-2), `aux["blocks"][i]` = {"out", "attn",
+embeddings, ×√C for Gemma, + learned positions for GPT-2), `aux["words"]` the word-embedding lookup alone (probe
+'words', for `ixg(embedding="word")`), `aux["blocks"][i]` = {"out", "attn",
 "post_attn"}, zero probes sit at h₀, on every block output, on every attention matrix and on every bias;
 `bias_group` places bias maps for FullGrad; the split points are `embed` / `forward_tokens`.
 Rules: RMSNorm rms / LayerNorm σ constant (`ops.rms_norm`, `layers.LayerNorm`), A constant after RoPE,
@@ -283,6 +284,7 @@ class Decoder(nn.Module):
         cfg = self.config
         return Capabilities(
             depth=cfg.num_layers,
+            kind="decoder",
             num_classes=cfg.vocab_size,  # next-token logits at every position: explain one with text/next_token.py
             head=True,
             attention=True,
@@ -313,13 +315,18 @@ class Decoder(nn.Module):
 
     def embed(self, inputs: TextInputs) -> jax.Array:
         """h₀ = word embeddings (×√C with embed_scale; + learned position embeddings): ids (..., N) → (..., N, C)."""
+        return self._embed(inputs)[0]
+
+    def _embed(self, inputs: TextInputs) -> tuple[jax.Array, jax.Array]:
+        """(h₀, the word-embedding lookup alone before any scale (probe 'words')), both (..., N, C)."""
         cfg = self.config
-        x = self.embed_tokens[inputs.ids]
+        words = probe(self, "words", self.embed_tokens[inputs.ids])
+        x = words
         if cfg.embed_scale:
             x = x * jnp.asarray(cfg.hidden_size**0.5, x.dtype)  # rounded to the compute dtype, as transformers
         if cfg.positions == "learned":
             x = x + self.embed_positions[position_ids(inputs.attention_mask)]
-        return x
+        return x, words
 
     def _rope(self, positions: jax.Array, sliding: bool) -> tuple[jax.Array, jax.Array] | None:
         cfg = self.config
@@ -366,4 +373,6 @@ class Decoder(nn.Module):
         return logits
 
     def __call__(self, inputs: TextInputs, rules: Rules = VANILLA) -> tuple[jax.Array, Aux]:
-        return self.forward_tokens(self.embed(inputs), rules, mask=self.token_mask(inputs))
+        tokens, words = self._embed(inputs)
+        logits, aux = self.forward_tokens(tokens, rules, mask=self.token_mask(inputs))
+        return logits, Aux(**aux, words=words)

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from libra_jax import validate
 from libra_jax.models.config import DataConfig, MixerConfig
 from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
+from libra_jax.models.image_model import ImageModel
 from libra_jax.models.layers import GluMlp, LayerNorm, Linear, Mlp, probe
 from libra_jax.rules import PRESETS, Rules
 
@@ -49,7 +49,7 @@ class MixerBlock(nn.Module):
         return probe(self, "out", x)
 
 
-class MlpMixer(nn.Module):
+class MlpMixer(ImageModel, nn.Module):
     """timm `MlpMixer`.
 
     Call forms (rank-polymorphic over leading batch axes), as `VisionTransformer`:
@@ -71,17 +71,13 @@ class MlpMixer(nn.Module):
     def capabilities(self) -> Capabilities:
         cfg = self.config
         gaps = ("no attention (not a Vision Transformer)",)
-        return Capabilities(depth=cfg.depth, num_classes=cfg.num_classes, head=cfg.num_classes > 0, relevance_gaps=gaps)
-
-    @nn.nowrap
-    def check_inputs(self, inputs: jax.Array) -> None:
-        """Images (B, H, W, C): normalised NHWC floats of the model's size (see `validate.check_images`)."""
-        validate.check_images(inputs, self.config, self.data_config)
-
-    @nn.nowrap
-    def token_mask(self, inputs: jax.Array) -> None:
-        """Images have no padded tokens."""
-        return None
+        return Capabilities(
+            depth=cfg.depth,
+            num_classes=cfg.num_classes,
+            head=cfg.num_classes > 0,
+            relevance_gaps=gaps,
+            centred_tokens=True,  # pre-LayerNorm blocks and a final LayerNorm
+        )
 
     def setup(self):
         cfg = self.config

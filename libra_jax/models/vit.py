@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from libra_jax import ops, validate
+from libra_jax import ops
 from libra_jax.models import vit_relevance
 from libra_jax.models.config import DataConfig, ViTConfig
-from libra_jax.models.contract import Aux, BlockAux, Capabilities, TokenLayout
+from libra_jax.models.contract import OPTIONAL_PROBES, Aux, BlockAux, Capabilities, TokenLayout
+from libra_jax.models.image_model import ImageModel
 from libra_jax.models.layers import (
     Attention,
     GluMlp,
@@ -55,6 +56,8 @@ class Block(nn.Module):
     ) -> tuple[jax.Array, BlockAux]:
         """x (..., N, C); `bias` (shared relative-position bias) and `rope` (sin, cos) go to the attention."""
         cfg = self.config
+        # probed only when a method asks for it (the CAMs' layer="norm1")
+        norm1 = probe(self, OPTIONAL_PROBES["norm1"], LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules))
         a, attn = Attention(
             cfg.num_heads,
             qkv_bias=cfg.qkv_bias,
@@ -66,7 +69,7 @@ class Block(nn.Module):
             rel_pos_window=cfg.rel_pos_window,
             num_prefix_tokens=cfg.num_prefix_tokens,
             name="attn",
-        )(LayerNorm(cfg.norm_eps, dtype=self.dtype, name="norm1")(x, rules), rules, bias, rope)
+        )(norm1, rules, bias, rope)
         if cfg.init_values is not None:
             a = LayerScale(name="ls1")(a)
         x = x + a
@@ -80,7 +83,7 @@ class Block(nn.Module):
         if cfg.init_values is not None:
             m = LayerScale(name="ls2")(m)
         x = probe(self, "out", x + m)
-        return x, {"out": x, "attn": attn, "post_attn": post_attn}
+        return x, {"out": x, "attn": attn, "post_attn": post_attn, "norm1": norm1}
 
 
 class AttentionPool(nn.Module):
@@ -108,7 +111,7 @@ class AttentionPool(nn.Module):
         return out[..., 0, :], attn
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ImageModel, nn.Module):
     """timm `VisionTransformer` / `VisionTransformerDistilled`, and the ViT variants timm `Beit` (BEiT,
     BEiTv2: `BeitConfig`) and `Eva` (EVA-02: `EvaConfig`), whose differences live in the attention.
 
@@ -149,17 +152,9 @@ class VisionTransformer(nn.Module):
             blockwise=True,
             attention_pool=cfg.global_pool == "map",
             relevance_gaps=vit_relevance.gaps(cfg),
+            centred_tokens=cfg.final_norm,  # every block is pre-LayerNorm; the head reads norm / fc_norm features
+            optional_probes=("norm1",),
         )
-
-    @nn.nowrap
-    def check_inputs(self, inputs: jax.Array) -> None:
-        """Images (B, H, W, C): normalised NHWC floats of the model's size (see `validate.check_images`)."""
-        validate.check_images(inputs, self.config, self.data_config)
-
-    @nn.nowrap
-    def token_mask(self, inputs: jax.Array) -> None:
-        """Images have no padded tokens."""
-        return None
 
     @nn.nowrap
     def relevance_record(self, params, image: jax.Array, rules: Rules, probes: dict | None = None):

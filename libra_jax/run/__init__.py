@@ -6,7 +6,7 @@
     dataset = open_source("imagenet:/data/val", model.data_config)
     run_dataset(model, params, dataset, resolve_methods(["libra_fullgrad_plus", "gradcam"]), "out/",
                 RunOptions(batch_size=128))
-    results = load_results("out/")           # {'index', 'label', 'pred', 'target', 'score', 'maps': {name: ...}}
+    results = load_results("out/")    # {'index', 'source', 'label', 'pred', 'target', 'score', 'maps': {name: ...}}
 
 Output layout and manifest schema: docs/run.md.
 """

@@ -22,6 +22,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from libra_jax.weights.atomic import make_folder, write_error
+
 LOCK_FILE = ".libra-jax.lock"
 _STARTING_GRACE_S = 10.0  # an empty lock younger than this belongs to a run that is writing it right now
 
@@ -104,13 +106,19 @@ def _remove_if_unchanged(path: pathlib.Path, record: dict) -> None:
 
 
 def _create(path: pathlib.Path, record: dict) -> bool:
-    """Create the lock holding `record`; False when it exists."""
+    """Create the lock holding `record`; False when it exists. A folder that cannot be written (read-only, full,
+    no permission) is an OSError naming it (`write_error`), and leaves no lock behind."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
+    except OSError as e:
+        raise write_error(path, e) from e
     try:
         os.write(fd, json.dumps(record).encode())
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise write_error(path, e) from e
     finally:
         os.close(fd)
     return True
@@ -137,10 +145,11 @@ def folder_lock(folder: str | os.PathLike, command: str | None = None, attempts:
     Yields:
       The lock file's path.
     Raises:
-      FolderLockedError (an OSError) when another live run holds the folder.
+      FolderLockedError (an OSError) when another live run holds the folder; OSError naming the folder when it
+      cannot be created or written (`libra_jax.weights.atomic.write_error`).
     """
     folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     path = folder / LOCK_FILE
     me = _me()
     record = {

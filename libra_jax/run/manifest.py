@@ -29,7 +29,9 @@ import libra_jax
 from libra_jax.run import store
 from libra_jax.weights.keymap import flatten
 
-FORMAT, VERSION = "libra-jax-run", 1
+FORMAT, VERSION = "libra-jax-run", 2
+READABLE = (1, VERSION)
+"""Versions `load_results` reads: version 1 shards have no per-row `source` (added in version 2)."""
 MANIFEST = "manifest.json"
 
 
@@ -75,8 +77,9 @@ def _dump(obj) -> bytes:
     return (json.dumps(obj, indent=1) + "\n").encode()
 
 
-def _load_json(path: pathlib.Path) -> dict | None:
-    """The JSON object at `path`, None if there is no file; an unreadable file is an error naming it."""
+def _load_json(path: pathlib.Path, versions: tuple[int, ...] = (VERSION,)) -> dict | None:
+    """The JSON object at `path`, None if there is no file; an unreadable file, or one of a format version
+    not in `versions`, is an error naming it."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -85,6 +88,12 @@ def _load_json(path: pathlib.Path) -> dict | None:
         raise ValueError(f"{path} is not valid JSON ({e}); it is not a libra-jax run file, or it was damaged") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise RunMismatchError(f"{path} is not a {FORMAT} file; choose another output folder")
+    if obj.get("version") not in versions:
+        raise RunMismatchError(
+            f"{path} is {FORMAT} format version {obj.get('version')}; here this libra-jax takes version"
+            f" {' or '.join(map(str, versions))} (version 2 added per-row sources): run into a new output folder"
+            " (or delete this one to start over), or read it with the libra-jax that wrote it"
+        )
     return obj
 
 
@@ -183,8 +192,8 @@ def write_manifest(out_dir: os.PathLike, manifest: Mapping) -> None:
 
 
 def read_manifest(out_dir: os.PathLike) -> dict:
-    """The manifest of a finished run (FileNotFoundError when the run has not finished)."""
-    manifest = _load_json(pathlib.Path(out_dir) / MANIFEST)
+    """The manifest of a finished run, of any `READABLE` version (FileNotFoundError when it has not finished)."""
+    manifest = _load_json(pathlib.Path(out_dir) / MANIFEST, READABLE)
     if manifest is None:
         raise FileNotFoundError(f"{pathlib.Path(out_dir) / MANIFEST} not found: the run has not finished")
     return manifest
@@ -194,8 +203,10 @@ def load_results(out_dir: os.PathLike) -> dict:
     """Every row of a finished run, in dataset order, after checking each shard's sha256.
 
     Returns:
-      {'index': int64 (N,), 'label': int64 (N,) (-1: none), 'pred': int32 (N,), 'target': int32 (N,),
-       'score': float (N,), 'maps': {name: (N, gh, gw)}} with N = manifest['num_attributed'].
+      {'index': int64 (N,), 'source': str (N,), 'label': int64 (N,) (-1: none), 'pred': int32 (N,),
+       'target': int32 (N,), 'score': float (N,), 'maps': {name: (N, gh, gw)}} with N = manifest['num_attributed'];
+      'source' names the file each row's maps belong to, relative to the data root (folder / list / ImageNet
+      sources), or the dataset's own id ('benchmark:test#3'); results of format version 1 have no 'source'.
     Raises ValueError naming a missing, truncated or corrupt shard (rerun the run's command to recompute it).
     """
     out = pathlib.Path(out_dir)

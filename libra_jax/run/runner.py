@@ -91,8 +91,9 @@ class HostBatch:
     """This process's rows of one global batch, decoded and normalised (R = plan.rows length).
 
     x float32 (R, H, W, C); y int32 (R,) labels for the device (0 where unknown; read only for
-    target='label'); label int64 (R,) (-1: none); index int64 (R,) dataset indices; valid bool (R,)
-    rows that hold an example; skipped: the undecodable examples; count: examples in the global batch.
+    target='label'); label int64 (R,) (-1: none); index int64 (R,) dataset indices; source str (R,) where
+    each example comes from (`EvalDataset.source_of`; '' past the end); valid bool (R,) rows that hold an
+    example; skipped: the undecodable examples; count: examples in the global batch.
     """
 
     shard: int
@@ -101,6 +102,7 @@ class HostBatch:
     y: np.ndarray
     label: np.ndarray
     index: np.ndarray
+    source: np.ndarray
     valid: np.ndarray
     skipped: list[dict]
     count: int
@@ -108,7 +110,14 @@ class HostBatch:
 
 def array_spec(model, methods: MethodTable) -> dict[str, dict]:
     """Per-row dtype and shape of every array in a shard: {key: {'dtype', 'shape'}}."""
-    scalars = {"index": "int64", "label": "int64", "pred": "int32", "target": "int32", "score": "float32"}
+    scalars = {
+        "index": "int64",
+        "source": "str",  # numpy's unicode type, as wide as the longest source of each shard
+        "label": "int64",
+        "pred": "int32",
+        "target": "int32",
+        "score": "float32",
+    }
     spec = {key: {"dtype": dtype, "shape": []} for key, dtype in scalars.items()}
     grid = list(model.config.grid_size)
     return spec | {f"maps/{name}": {"dtype": "float32", "shape": grid} for name in methods}
@@ -124,6 +133,7 @@ def load_batch(
     images = np.zeros((len(rows), h, w, 3), np.uint8)
     y, label = np.zeros(len(rows), np.int32), np.full(len(rows), -1, np.int64)
     valid, skipped = np.zeros(len(rows), bool), []
+    source = [dataset.source_of(start + row) if row < count else "" for row in rows]
     for j, row in enumerate(rows):
         if row >= count:
             break
@@ -148,6 +158,7 @@ def load_batch(
         y=y,
         label=label,
         index=np.arange(start + rows.start, start + rows.stop, dtype=np.int64),
+        source=np.asarray(source, str),
         valid=valid,
         skipped=skipped,
         count=count,
@@ -164,7 +175,8 @@ class _ShardWriter:
         self.skipped: list[dict] = []
 
     def add(self, batch: HostBatch, result: Mapping) -> None:
-        rows = {"index": batch.index, "label": batch.label, "pred": result["pred"], "target": result["target"]}
+        rows = {"index": batch.index, "source": batch.source, "label": batch.label}
+        rows |= {"pred": result["pred"], "target": result["target"]}
         rows |= {"score": result["score"]} | {f"maps/{k}": v for k, v in result["maps"].items()}
         # the dtypes of `array_spec` (a bf16 model's maps are stored as float32)
         self.parts.append({k: np.asarray(v, self.spec[k]["dtype"])[batch.valid] for k, v in rows.items()})

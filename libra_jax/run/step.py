@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 from libra_jax.methods import attribution, maps
 from libra_jax.methods.core import target_function
-from libra_jax.methods.names import MethodTable
+from libra_jax.methods.names import MethodTable, by_preset
 from libra_jax.rules import get_rules
 
 TARGETS = ("top1", "label")
@@ -27,7 +28,8 @@ def _top1(target: Callable) -> Callable:
 
 
 def predict_and_attribute(model, methods: MethodTable, target_for: Callable[[str], Callable] | None = None) -> Callable:
-    """Pure `fn(params, x (B, H, W, C), y) -> (output (B, K), {name: (B, gh, gw)})` for every entry of `methods`.
+    """Pure `fn(params, x, y) -> (output (B, K), {name: (B, gh, gw)})` for every entry of `methods`; x images
+    (B, H, W, C) or a `TextInputs` (B, N) (maps (B, N)).
 
     y: None explains each example's top-1 class, picked from the forward its maps come from; else what
     `libra_jax.methods.attribution` takes (class indices (B,), several per image (B, T), or an image–text
@@ -37,11 +39,7 @@ def predict_and_attribute(model, methods: MethodTable, target_for: Callable[[str
     validated on device (no host callback): the caller checks them on the host. Raises ValueError for a
     method the model cannot run.
     """
-    wanted: dict[str, list[str]] = {}
-    for method, preset in methods.values():
-        wanted.setdefault(preset, [])
-        if method not in wanted[preset]:
-            wanted[preset].append(method)
+    wanted = by_preset(methods)
     lead = next((p for p, ms in wanted.items() if set(ms) & set(maps.SINGLE_PASS)), next(iter(wanted)))
     single = [m for m in wanted[lead] if m in maps.SINGLE_PASS]
 
@@ -63,7 +61,7 @@ def predict_and_attribute(model, methods: MethodTable, target_for: Callable[[str
             if top1 is None:
                 output = model.apply({"params": params}, x)[0]
             else:
-                computed[lead], output = top1(params, x, jnp.zeros(x.shape[0], jnp.int32))
+                computed[lead], output = top1(params, x, jnp.zeros(jax.tree.leaves(x)[0].shape[0], jnp.int32))
             y = jnp.argmax(output, -1).astype(jnp.int32)
             passes = after
         else:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from libra_jax.weights.atomic import write_atomic
+from libra_jax.weights.atomic import WriteError, write_atomic
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: fixed, so the bytes depend on the arrays only
 
@@ -48,7 +48,7 @@ def write_file(path: str | os.PathLike, data: bytes) -> None:
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        raise OSError(
+        raise WriteError(
             errno.ENOSPC,
             f"no space left on device while writing {path} ({len(data)} bytes); nothing partial was kept:"
             " free some space (or pick another output folder) and rerun the same command to resume",

@@ -24,7 +24,7 @@ from libra_jax.models.decoder import Decoder, DecoderConfig
 from libra_jax.models.rope1d import RopeScaling
 from libra_jax.models.text_inputs import text_inputs
 from libra_jax.weights import hub
-from libra_jax.weights.keymap import describe_diff, flatten, unflatten
+from libra_jax.weights.keymap import describe_diff, flatten, match_rule, unflatten
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -241,13 +241,6 @@ def config_from_hf(cfg: Mapping) -> DecoderConfig:
     )
 
 
-def _flax_key(key: str, family: Family) -> tuple[str, Transform] | None:
-    for pattern, template, transform in family.keys:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, template, key), transform
-    return None
-
-
 def convert(model: Decoder, state: Mapping[str, np.ndarray], *, source: str, strict: bool = True) -> dict:
     """transformers state dict (numpy) → the params tree of `model`.
 
@@ -263,7 +256,7 @@ def convert(model: Decoder, state: Mapping[str, np.ndarray], *, source: str, str
             re.fullmatch(p, key) for p in family.ignored
         ):
             continue
-        placed = _flax_key(key, family)
+        placed = match_rule(family.keys, key)
         if placed is None or placed[0] not in want:
             unexpected.append(key)
             continue

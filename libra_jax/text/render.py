@@ -102,6 +102,7 @@ def render_html(
     title: str = "libra-jax attributions",
     scale: str | float = "row",
     path: str | os.PathLike | None = None,
+    bold: Sequence[int | None] | None = None,
 ) -> str:
     """A self-contained HTML page with one row of coloured words per method (or generated token).
 
@@ -111,10 +112,14 @@ def render_html(
       scale: "row" (each row saturates at its own max |score|, shown under its label), "page" (one
         max |score| for all rows) or a positive number.
       path: if given, the page is also written there atomically (temporary file + `os.replace`).
+      bold: per row, the index of one word to set in bold (e.g. a generated token after its context), or None.
     Returns:
       The HTML text. Every word carries a hover title with its score; all text is HTML-escaped.
     """
     checked = [(str(label), list(words), _scores(words, scores)) for label, words, scores in rows]
+    bold = [None] * len(checked) if bold is None else list(bold)
+    if len(bold) != len(checked):
+        raise ValueError(f"bold has {len(bold)} entries for {len(checked)} rows; pass one index (or None) per row")
     if isinstance(scale, str) and scale not in ("row", "page"):
         raise ValueError(f"scale must be 'row', 'page' or a positive number, got {scale!r}")
     if scale == "page":
@@ -122,13 +127,15 @@ def render_html(
     elif scale != "row":
         page_scale = _scale(np.zeros(0), float(scale))
     body = []
-    for label, words, s in checked:
+    for (label, words, s), strong in zip(checked, bold, strict=True):
         row_scale = _scale(s, None) if scale == "row" else page_scale
         spans = []
-        for w, v, rgb in zip(words, s, colorize(s / row_scale), strict=True):
+        for i, (w, v, rgb) in enumerate(zip(words, s, colorize(s / row_scale), strict=True)):
             fg = _hex(_text_colour(rgb))
             title_text = html.escape(f"{w}: {v:+.4g}", quote=True)
-            style = f"background:{_hex(rgb)};color:{fg}"
+            style = f"background:{_hex(rgb)};color:{fg}" + (
+                ";font-weight:bold;outline:1px solid #222" if i == strong else ""
+            )
             spans.append(f'<span class="w" style="{style}" title="{title_text}">{html.escape(w)}</span>')
         note = f"<small>max |s| = {row_scale:.3g}</small>" if scale == "row" else ""
         body.append(f"<tr><th>{html.escape(label)}{note}</th><td>{' '.join(spans)}</td></tr>")

@@ -8,13 +8,23 @@ expects with the expected shape; anything else is reported, never silently dropp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
 from flax import traverse_util
 
 Params = dict
+
+
+def match_rule(table: Sequence[tuple[str, str, object]], key: str) -> tuple[str, object] | None:
+    """(renamed key, transform) of the first (regex, `re.sub` template, transform) rule of `table` whose regex
+    matches the whole `key`; None when no rule does."""
+    for pattern, replacement, transform in table:
+        if re.fullmatch(pattern, key):
+            return re.sub(f"^(?:{pattern})$", replacement, key), transform
+    return None
 
 
 class CheckpointMismatchError(ValueError):
