@@ -198,7 +198,7 @@ def evaluate_decoder(
     explain_logit = {p: build(p, methods, True) for p, methods in by_preset.items()}
     last_logits = jax.jit(lambda prm, ids, mask: model.apply({"params": prm}, text_inputs(ids, mask))[0][:, -1])
     remove = removal(task)
-    bar = Progress(len(TASKS) * options.n, "evaluate decoder") if options.progress else None
+    bar = Progress(len(TASKS) * options.n, "evaluate decoder", unit="prompt") if options.progress else None
     start = time.perf_counter()
     for name in TASKS:
         for first in range(0, options.n, options.batch_size):

@@ -180,7 +180,7 @@ def evaluate_text(
     predict = functools.partial(probabilities, params)
     remove = removals(config)
     n, b = options.n, options.batch_size
-    bar = Progress(n, "evaluate") if options.progress else None
+    bar = Progress(n, "evaluate", unit="text") if options.progress else None
     for data in _batches(config, "test", n, b):
         x, labels = text_inputs(data["ids"], data["mask"]), jnp.asarray(data["labels"])
         index = word_index(data["content"])
@@ -204,7 +204,7 @@ def evaluate_text(
                         row.eraser.setdefault(f"{column}_{name}", []).append(scores[key])
         if bar:
             bar.update(len(labels))
-    bar = Progress(n, "class discrimination") if options.progress else None
+    bar = Progress(n, "class discrimination", unit="text") if options.progress else None
     for data in _batches(config, "pairs", n, b):
         x, index = text_inputs(data["ids"], data["mask"]), word_index(data["content"])
         valid = covered_words(index, config.max_words)

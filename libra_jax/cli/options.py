@@ -18,7 +18,7 @@ from libra_jax.methods.names import resolve_methods
 from libra_jax.rules import PRESETS
 from libra_jax.text.checkpoints import checkpoint_kind, load_text_model
 from libra_jax.trained import EMBEDDED, load_model  # the one place the commands reach the embedded models
-from libra_jax.weights import hub
+from libra_jax.weights import embedded, hub
 
 
 class UserError(Exception):
@@ -54,7 +54,7 @@ def add_model_arguments(p: argparse.ArgumentParser, default: str | None = None) 
         required=default is None,
         default=default,
         help="timm name '<arch>[.<tag>]' (weights from the HF hub), 'hf-hub:org/repo', a libra-jax checkpoint file,"
-        f" or an embedded model ({' / '.join(EMBEDDED)}){default_help}",
+        f" or an embedded model ({' / '.join(EMBEDDED + embedded.text_names())}){default_help}",
     )
     p.add_argument("--checkpoint", help="local weights for the named architecture (timm state dict or libra-jax file)")
     p.add_argument(
