@@ -33,6 +33,7 @@ SLOW = {
     # whole modules: they share module-scoped fixtures (compiles of every case), so any test of them pays it
     "test_bert_golden.py": ("*",),
     "test_decoder.py": ("*",),
+    "test_decoder_bf16.py": ("*",),
     "test_golden.py": ("*",),
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),
