@@ -34,6 +34,7 @@ SLOW = {
     "test_bert_golden.py": ("*",),
     "test_decoder.py": ("*",),
     "test_decoder_bf16.py": ("*",),
+    "test_bench_text.py": ("*",),
     "test_golden.py": ("*",),
     "test_legrad_clip.py": ("*",),
     "test_lrp.py": ("*",),
