@@ -164,38 +164,56 @@ def version(package: str) -> str:
         return "not installed"
 
 
+def environment(packages: tuple[str, ...] = ("torch", "timm")) -> list[str]:
+    """Markdown list lines: date, device, and the versions of jax, jaxlib, flax and `packages`."""
+    versions = ", ".join(f"{name} {version(name)}" for name in ("jaxlib", "flax", *packages))
+    return [
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- device: {jax.devices()}",
+        f"- versions: jax {jax.__version__}, {versions}",
+    ]
+
+
+def table(
+    results: dict[str, tuple[float, float]], memory: dict[str, int], items: int, unit: str, targets: dict[str, float]
+) -> list[str]:
+    """Markdown lines: the table (variant, median ms, `unit`/s for `items` per call, × floor, memory, first call s)
+    and a PASS/MISS line per target (the first row whose name starts with the target's key)."""
+    floor = results[FLOOR][1]
+    lines = [
+        f"| variant | median ms | {unit}/s | × floor | peak MiB | first call s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, (first, median) in results.items():
+        lines.append(
+            f"| {name} | {median * 1e3:.1f} | {items / median:.2f} | {median / floor:.3f} "
+            f"| {memory[name] / 2**20:.0f} | {first:.1f} |"
+        )
+    lines.append("")
+    for name, limit in targets.items():
+        ratio = next(median for row, (_, median) in results.items() if row.startswith(name)) / floor
+        verdict = "PASS" if ratio <= limit else "MISS"
+        lines.append(f"{verdict} {name}: {ratio:.3f}× floor (target ≤ {limit:.2f}×)  ")
+    return lines
+
+
 def report(
     args: argparse.Namespace, results: dict[str, tuple[float, float]], memory: dict[str, int], notes: list[str]
 ) -> str:
     """Markdown: a header, the table (variant, median ms, images/s, × floor, memory, first call s), PASS/MISS."""
-    floor = results[FLOOR][1]
     geometry = GEOMETRIES[args.model]
     lines = [
         f"## {args.model}, batch {args.batch}",
         "",
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- device: {jax.devices()}",
-        f"- versions: jax {jax.__version__}, jaxlib {version('jaxlib')}, flax {version('flax')}, "
-        f"torch {version('torch')}, timm {version('timm')}",
+        *environment(),
         f"- model: {args.model} (random init; embed {geometry['embed_dim']}, depth {geometry['depth']}, "
         f"heads {geometry['num_heads']}), batch {args.batch}, dtype {args.dtype}",
         f"- matmul precision: {args.precision}; check_inputs: {args.check_inputs}; "
         f"median of {args.repeats} calls after one warm-up (compiling) call, variants interleaved",
         *(f"- {note}" for note in notes),
         "",
-        "| variant | median ms | images/s | × floor | peak MiB | first call s |",
-        "|---|---:|---:|---:|---:|---:|",
+        *table(results, memory, args.batch, "images", TARGETS),
     ]
-    for name, (first, median) in results.items():
-        lines.append(
-            f"| {name} | {median * 1e3:.1f} | {args.batch / median:.2f} | {median / floor:.3f} "
-            f"| {memory[name] / 2**20:.0f} | {first:.1f} |"
-        )
-    lines.append("")
-    for name, limit in TARGETS.items():
-        ratio = next(median for row, (_, median) in results.items() if row.startswith(name)) / floor
-        verdict = "PASS" if ratio <= limit else "MISS"
-        lines.append(f"{verdict} {name}: {ratio:.3f}× floor (target ≤ {limit:.2f}×)  ")
     return "\n".join(lines) + "\n"
 
 

@@ -38,6 +38,8 @@ SLOW = {
     "test_decoder_train.py": ("*",),
     "test_decoder_tokenizer.py": ("test_ids_match_transformers_and_pad_on_the_left",),  # imports transformers
     "test_explain_generation.py": ("*",),
+    "test_decoder_bf16.py": ("*",),
+    "test_bench_text.py": ("*",),
     "test_golden.py": ("*",),
     "test_gradient_options.py": ("*",),
     "test_legrad_clip.py": ("*",),

@@ -323,6 +323,11 @@ def test_loader_reports_key_diff_and_reads_folders(case):
     model, params = load_decoder(snapshot)  # a save_pretrained folder, sharded
     assert jax.tree.all(jax.tree.map(np.array_equal, params, case["params"]))
     state = read_safetensors(sorted(snapshot.glob("*.safetensors")))
+    low_model, low = load_decoder(snapshot, dtype="bfloat16")  # params stored and computed in bf16
+    assert low_model.dtype == "bfloat16" and {p.dtype for p in jax.tree.leaves(low)} == {jnp.dtype("bfloat16")}
+    bf16_state = {k: v.astype(jnp.bfloat16) for k, v in state.items()}  # a bf16 checkpoint is not widened
+    bf16_params = convert(model, bf16_state, source="bf16", dtype="bfloat16")
+    assert jax.tree.all(jax.tree.map(np.array_equal, bf16_params, low))
     state["model.layers.0.self_attn.rotary.weight"] = state.pop("model.layers.1.mlp.up_proj.weight")
     with pytest.raises(ValueError) as err:
         convert(model, state, source="edited")

@@ -161,23 +161,28 @@ def attention_mask_bias(attention_mask: jax.Array, sliding_window: int | None, d
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) · (offset + γ) over the last axis with the LibraGrad rule (`rules.norm`: rms constant)."""
+    """x / rms(x) · (offset + γ) over the last axis with the LibraGrad rule (`rules.norm`: rms constant).
+
+    The statistics are float32 for narrower inputs (`ops.rms_norm`); `dtype` casts the output (the pre-norms
+    hand the float32 residual stream to bf16 sublayers)."""
 
     eps: float = 1e-6
     offset: float = 0.0
+    dtype: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
         init = nn.initializers.zeros if self.offset else nn.initializers.ones
         scale = self.offset + self.param("scale", init, (x.shape[-1],)).astype(x.dtype)
-        return ops.rms_norm(x, scale, eps=self.eps, rule=rules.norm)
+        y = ops.rms_norm(x, scale, eps=self.eps, rule=rules.norm)
+        return y if self.dtype is None else y.astype(self.dtype)
 
 
-def make_norm(cfg: DecoderConfig, name: str) -> nn.Module:
-    """The config's norm module (RMSNorm or LayerNorm), called as norm(x, rules)."""
+def make_norm(cfg: DecoderConfig, name: str, dtype: str | None = None) -> nn.Module:
+    """The config's norm module (RMSNorm or LayerNorm), called as norm(x, rules); `dtype` casts its output."""
     if cfg.norm == "layer":
-        return LayerNorm(cfg.norm_eps, name=name)
-    return RMSNorm(cfg.norm_eps, cfg.norm_offset, name=name)
+        return LayerNorm(cfg.norm_eps, dtype=dtype, name=name)
+    return RMSNorm(cfg.norm_eps, cfg.norm_offset, dtype=dtype, name=name)
 
 
 class DecoderAttention(nn.Module):
@@ -218,8 +223,10 @@ class DecoderAttention(nn.Module):
         scale = cfg.head_dim**-0.5 if cfg.attn_scale is None else cfg.attn_scale
         if cfg.attn_softcap is not None:
             # c·tanh(s/c) enters as the additive correction c·tanh(s/c) − s to the logits s: the value is
-            # exact, and every rule sees the true chain (q/k/bias are detached together under "detach").
-            s = jnp.einsum("...hqd,...hkd->...hqk", q * scale, k)
+            # exact, and every rule sees the true chain (q/k/bias are detached together under "detach"). In
+            # float32 under bf16 compute, as the logits inside `ops.attention`, so the correction cancels there.
+            wide = jnp.promote_types(q.dtype, jnp.float32)
+            s = jnp.einsum("...hqd,...hkd->...hqk", (q * scale).astype(wide), k.astype(wide))
             bias = bias + softcap(s, cfg.attn_softcap) - s
         n = x.shape[-2]
         p = zero_probe(self, "attn", (*x.shape[:-2], h, n, n), x.dtype)
@@ -229,16 +236,20 @@ class DecoderAttention(nn.Module):
 
 class DecoderBlock(nn.Module):
     """Pre-norm block: x + attn(norm1(x)), then x + mlp(norm2(x)); with sandwich norms the sublayer outputs
-    are normed too (attn_out_norm, mlp_out_norm). The output carries the probe 'out'."""
+    are normed too (attn_out_norm, mlp_out_norm). The output carries the probe 'out'.
+
+    `dtype`: compute dtype of the attention and MLP (the pre-norms cast their inputs); the residual stream x
+    keeps its own dtype (float32 under bf16 compute: the adds promote)."""
 
     config: DecoderConfig
+    dtype: str | None = None
 
     @nn.compact
     def __call__(
         self, x: jax.Array, rules: Rules, bias: jax.Array, rope: tuple[jax.Array, jax.Array] | None
     ) -> tuple[jax.Array, BlockAux]:
         cfg = self.config
-        a, attn = DecoderAttention(cfg, name="attn")(make_norm(cfg, "norm1")(x, rules), rules, bias, rope)
+        a, attn = DecoderAttention(cfg, name="attn")(make_norm(cfg, "norm1", self.dtype)(x, rules), rules, bias, rope)
         if cfg.sandwich_norms:
             a = make_norm(cfg, "attn_out_norm")(a, rules)
         x = x + a
@@ -247,7 +258,7 @@ class DecoderBlock(nn.Module):
             mlp = GluMlp(cfg.intermediate_size, act=cfg.act, bias=cfg.mlp_bias, packed=False, name="mlp")
         else:
             mlp = Mlp(cfg.intermediate_size, act=cfg.act, bias=cfg.mlp_bias, name="mlp")
-        m = mlp(make_norm(cfg, "norm2")(x, rules), rules)
+        m = mlp(make_norm(cfg, "norm2", self.dtype)(x, rules), rules)
         if cfg.sandwich_norms:
             m = make_norm(cfg, "mlp_out_norm")(m, rules)
         x = probe(self, "out", x + m)
@@ -261,6 +272,10 @@ class Decoder(nn.Module):
     remat: bool = False
     """Recompute each block's activations in the backward pass instead of storing them (long prompts: less
     memory, ~1/3 more compute). Param names are unchanged, so checkpoints load either way."""
+    dtype: str | None = None
+    """Compute dtype (e.g. "bfloat16") of every block's attention and MLP and of the LM head (params are cast
+    at use and stay stored as they are, float32 or bfloat16). The residual stream h₀ … h_L, the norms'
+    statistics, the softmax and the logits are float32. None computes everything in the params' own dtype."""
 
     def setup(self):
         cfg = self.config
@@ -269,8 +284,8 @@ class Decoder(nn.Module):
         if cfg.positions == "learned":
             self.embed_positions = self.param("embed_positions", init, (cfg.max_positions, cfg.hidden_size))
         block = nn.remat(DecoderBlock, static_argnums=(2,)) if self.remat else DecoderBlock  # 2 = rules (0 is self)
-        self.blocks = [block(cfg, name=f"blocks_{i}") for i in range(cfg.num_layers)]
-        self.norm = make_norm(cfg, "norm")
+        self.blocks = [block(cfg, self.dtype, name=f"blocks_{i}") for i in range(cfg.num_layers)]
+        self.norm = make_norm(cfg, "norm", self.dtype)
         self.lm_head = None if cfg.tie_embeddings else Linear(cfg.vocab_size, use_bias=False, name="lm_head")
 
     @property
@@ -326,7 +341,7 @@ class Decoder(nn.Module):
             x = x * jnp.asarray(cfg.hidden_size**0.5, x.dtype)  # rounded to the compute dtype, as transformers
         if cfg.positions == "learned":
             x = x + self.embed_positions[position_ids(inputs.attention_mask)]
-        return x, words
+        return (x if self.dtype is None else x.astype(jnp.float32)), words  # the residual stream stays float32
 
     def _rope(self, positions: jax.Array, sliding: bool) -> tuple[jax.Array, jax.Array] | None:
         cfg = self.config
@@ -368,6 +383,8 @@ class Decoder(nn.Module):
     def forward_head(self, pooled: jax.Array, rules: Rules = VANILLA, dist: jax.Array | None = None) -> jax.Array:
         """LM head (tied or not) [→ soft-cap]: normed features (..., C) → logits (..., V) (`dist` is not read)."""
         logits = pooled @ self.embed_tokens.T.astype(pooled.dtype) if self.lm_head is None else self.lm_head(pooled)
+        if self.dtype is not None:
+            logits = logits.astype(jnp.float32)  # the target's softmax over the vocabulary in float32
         if self.config.final_softcap is not None:
             logits = softcap(logits, self.config.final_softcap, rules.activation)
         return logits

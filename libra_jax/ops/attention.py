@@ -78,7 +78,8 @@ def _attention_rule_bwd(rule, scale, res, cts):
     d_logits = attn * (d_attn - (attn * d_attn).sum(-1, keepdims=True))
     d_q = scale * jnp.einsum("...hqk,...hkd->...hqd", d_logits, k)
     d_k = scale * jnp.einsum("...hqk,...hqd->...hkd", d_logits, q)
-    d_bias = None if bias is None else sum_to_shape(d_logits, bias.shape)
+    # the bias may be wider than the bf16 probabilities (a float32 mask): its cotangent takes its dtype
+    d_bias = None if bias is None else sum_to_shape(d_logits, bias.shape).astype(bias.dtype)
     return d_q, d_k, 0.5 * d_v, d_bias, d_probe
 
 

@@ -97,7 +97,11 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float, r
 
 
 def rms_norm(x: jax.Array, scale: jax.Array, *, eps: float, rule: NormRule = "plain") -> jax.Array:
-    """RMSNorm over the last axis; x: (..., C), scale: (C,). Rule "detach": rms constant."""
+    """RMSNorm over the last axis; x: (..., C), scale: (C,). Rule "detach": rms constant. Returns x's dtype;
+    inputs narrower than float32 (bf16 compute) are normalised in float32, as `layer_norm`."""
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    if wide != x.dtype:
+        return rms_norm(x.astype(wide), scale.astype(wide), eps=eps, rule=rule).astype(x.dtype)
     if rule == "plain":
         return rms_norm_plain(x, scale, eps)
     if rule == "detach":

@@ -241,8 +241,10 @@ def config_from_hf(cfg: Mapping) -> DecoderConfig:
     )
 
 
-def convert(model: Decoder, state: Mapping[str, np.ndarray], *, source: str, strict: bool = True) -> dict:
-    """transformers state dict (numpy) → the params tree of `model`.
+def convert(
+    model: Decoder, state: Mapping[str, np.ndarray], *, source: str, strict: bool = True, dtype: str | None = None
+) -> dict:
+    """transformers state dict (numpy) → the params tree of `model`, every param in `dtype` (None: float32).
 
     Raises ValueError listing every missing, unexpected and mis-shaped key (`strict=False`: only missing
     or mis-shaped ones). A tied model ignores a stored `lm_head.weight` (the embedding serves as head), and
@@ -265,7 +267,7 @@ def convert(model: Decoder, state: Mapping[str, np.ndarray], *, source: str, str
         if tuple(value.shape) != tuple(want[path].shape):
             mismatched.append((path, tuple(value.shape), tuple(want[path].shape)))
             continue
-        params[path] = value.astype(want[path].dtype)
+        params[path] = value.astype(dtype or want[path].dtype)
     missing = sorted(set(want) - set(params) - {m[0] for m in mismatched})
     if missing or mismatched or (strict and unexpected):
         raise ValueError(describe_diff(missing, unexpected if strict else [], mismatched, source))
@@ -314,16 +316,18 @@ def load_decoder(
     cache_dir: str | os.PathLike | None = None,
     strict: bool = True,
     remat: bool = False,
+    dtype: str | None = None,
 ) -> tuple[Decoder, dict]:
     """(model, params) from a `save_pretrained` folder or a hub name ('org/name[@rev]', 'hf-hub:org/name').
 
     Hub files come through huggingface_hub (HF_HUB_OFFLINE, HF_HUB_CACHE and `cache_dir` apply). `remat`:
-    recompute block activations in the backward (`Decoder.remat`).
+    recompute block activations in the backward (`Decoder.remat`). `dtype` (e.g. "bfloat16"): params stored in
+    it (a bf16 checkpoint stays bf16) and the model computing in it (`Decoder.dtype`); None: float32 throughout.
     """
     path = Path(name)
     ref = None if path.is_dir() else hub.repo_ref(str(name))
     if not path.is_dir() and ref is None:
         raise ValueError(f"{name}: a decoder loads from a folder (config.json + safetensors) or a hub name, not a file")
     cfg, files = _from_folder(path) if ref is None else _from_hub(ref, cache_dir)
-    model = Decoder(config_from_hf(cfg), remat=remat)
-    return model, convert(model, read_safetensors(files), source=str(name), strict=strict)
+    model = Decoder(config_from_hf(cfg), remat=remat, dtype=dtype)
+    return model, convert(model, read_safetensors(files), source=str(name), strict=strict, dtype=dtype)
