@@ -225,13 +225,12 @@ def _row(model) -> int:
 
 
 def _rollout(mats: list[jax.Array], start_layer: int, row: int) -> jax.Array:
-    """Row `row` of M_{L-1}···M_{start}, M_l = ½·mats_l + ½·I."""
-    n = mats[0].shape[-1]
-    eye = jnp.eye(n, dtype=mats[0].dtype)
-    r = eye
-    for m in mats[start_layer:]:
-        r = (0.5 * m + 0.5 * eye) @ r
-    return r[row]
+    """Row `row` of M_{L-1}···M_{start}, M_l = ½·mats_l + ½·I, as a row vector times each M_l from the top:
+    O(N²) per layer (the full product would be O(N³), a quarter of a 2048-token decoder's gradient)."""
+    v = jnp.zeros(mats[0].shape[-1], mats[0].dtype).at[row].set(1)
+    for m in reversed(mats[start_layer:]):
+        v = 0.5 * (v @ m) + 0.5 * v
+    return v
 
 
 def rawatt(rec, model):
