@@ -386,6 +386,19 @@ def line_panels(
     return np.asarray(img)
 
 
+def show(panels: np.ndarray, pad: int = 4) -> Image.Image:
+    """uint8 panels (H, W, 3), or a batch (B, H, W, 3) such as `overlay`'s output, → one PIL image with the batch
+    side by side (`pad` white pixels apart). A notebook cell ending in it displays it inline (PIL renders PNG)."""
+    panels = np.asarray(panels)
+    if panels.dtype != np.uint8 or panels.ndim not in (3, 4) or panels.shape[-1] != 3:
+        raise ValueError(f"show needs uint8 (H, W, 3) or (B, H, W, 3) panels; got {panels.dtype} {panels.shape}")
+    if panels.ndim == 3:
+        return Image.fromarray(panels)
+    gap = np.full((panels.shape[1], pad, 3), 255, np.uint8)
+    row = [part for panel in panels for part in (panel, gap)][:-1]
+    return Image.fromarray(np.concatenate(row, axis=1))
+
+
 def save_png(path: str | os.PathLike, array: np.ndarray) -> None:
     """Save a uint8 image, (H, W), (H, W, 3) or (H, W, 4), as PNG atomically (see `write_atomic`)."""
     array = np.asarray(array)

@@ -122,6 +122,18 @@ def test_overlay_colour_bar_and_shared_scale():
         viz.overlay(images, maps, scale="global")
 
 
+def test_show_tiles_a_batch_for_notebooks():
+    rng = np.random.default_rng(1)
+    panels = viz.overlay(rng.integers(0, 256, (3, 20, 20, 3), dtype=np.uint8), rng.standard_normal((3, 4, 4)))
+    shown = viz.show(panels, pad=2)
+    assert isinstance(shown, Image.Image) and shown.size == (3 * panels.shape[2] + 2 * 2, 20)
+    np.testing.assert_array_equal(np.asarray(shown)[:, panels.shape[2] + 2 :][:, : panels.shape[2]], panels[1])
+    assert shown._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"  # what a notebook displays inline
+    assert viz.show(panels[0]).size == (panels.shape[2], 20)
+    with pytest.raises(ValueError, match="uint8"):
+        viz.show(panels.astype(np.float32))
+
+
 def test_color_key_labels_its_ends():
     key = viz.color_key(64, 0.0123)
     assert key.dtype == np.uint8 and key.shape[0] == 64 and key.shape[1] > 10
