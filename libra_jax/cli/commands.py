@@ -24,7 +24,7 @@ LOCKED_FOLDER = {
 }
 """The output folder each command holds locked while it writes (`run` locks inside `run_dataset`)."""
 
-OUTPUT_FILE = {"explain": lambda args: args.out}
+OUTPUT_FILE = {"explain": explain_command.output_path}
 """The output file a command writes, checked before any work: a folder or a device there is an error at once."""
 
 
